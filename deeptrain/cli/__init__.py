@@ -1,0 +1,1 @@
+"""The ``deeptrain`` command line: a thin layer over the SDK."""

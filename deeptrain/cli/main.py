@@ -1,0 +1,64 @@
+"""Entry point of the ``deeptrain`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from deeptrain import __version__
+from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app
+from deeptrain.cli.output import print_json, stderr
+from deeptrain.errors import Conflict, DeeptrainError, InvalidInput, NotFound, StorageError
+
+app = typer.Typer(
+    name="deeptrain",
+    help="Self-hostable deep training for images: import, label, train, tune and serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(apps_app, name="apps")
+app.add_typer(concepts_app, name="concepts")
+app.add_typer(inputs_app, name="inputs")
+app.add_typer(datasets_app, name="datasets")
+
+EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5}
+
+
+@app.command("version")
+def version() -> None:
+    """Print the package version."""
+    print(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv
+    try:
+        typer.main.get_command(app).main(args=argv, prog_name="deeptrain", standalone_mode=False)
+        return 0
+    except DeeptrainError as exc:
+        code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
+        if as_json:
+            print_json({"error": {"code": exc.code, "message": str(exc)}})
+        else:
+            stderr.print(f"[red]error:[/] {exc}")
+        return code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        stderr.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+
+
+def run() -> None:
+    """Console-script entry: exit with ``main``'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,47 @@
+"""Image folder: ``<root>/<concept>/<file>``; the folder name is the concept."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from deeptrain.formats.records import ExportItem, ImportRecord, ReaderItem, Rejection, file_reader, write_file
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    """Files under ``root`` in sorted order, streaming one directory at a time; hidden entries skipped."""
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk_files(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+
+
+def read(root: Path) -> Iterator[ReaderItem]:
+    for path in _walk_files(root):
+        rel = path.relative_to(root)
+        if len(rel.parts) != 2:
+            yield Rejection(str(path), "not inside a concept folder: expected <root>/<concept>/<file>")
+            continue
+        yield ImportRecord(source=str(path), read_bytes=file_reader(path), concepts=(rel.parts[0],))
+
+
+def count(root: Path) -> int:
+    return sum(1 for _ in _walk_files(root))
+
+
+def write(items: Iterable[ExportItem], out: Path, concepts: list[str]) -> int:
+    """One copy of each image per positive concept; unlabelled images are not written."""
+    written = 0
+    for item in items:
+        if not item.concepts:
+            continue
+        data = item.read_bytes()
+        for concept in item.concepts:
+            write_file(out / concept / item.filename, data)
+        written += 1
+    return written

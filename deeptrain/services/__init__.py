@@ -1,0 +1,1 @@
+"""The service layer: one implementation behind the SDK, the CLI and the HTTP API."""

@@ -1,0 +1,39 @@
+"""What every service call needs: settings, object storage and the metadata store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from deeptrain.config import Settings
+from deeptrain.errors import NotFound
+from deeptrain.ids import check_id
+from deeptrain.storage import Storage
+from deeptrain.store import App, Store, open_store
+
+
+@dataclass
+class Context:
+    settings: Settings
+    storage: Storage
+    store: Store
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Context":
+        return cls(settings, Storage(settings.storage_uri), open_store(settings.database_url))
+
+    @classmethod
+    def from_env(cls) -> "Context":
+        return cls.from_settings(Settings.from_env())
+
+
+def require_app(session: Session, app_id: str) -> App:
+    app = session.get(App, check_id(app_id, "app"))
+    if app is None:
+        raise NotFound(f"app {app_id!r} does not exist (create it with `deeptrain apps create {app_id}`)")
+    return app
+
+
+def app_prefix(app_id: str) -> str:
+    return f"apps/{app_id}"

@@ -1,0 +1,365 @@
+"""Inputs and their annotations: streaming import, listing, export.
+
+Import is a pipeline: format readers yield records; a bounded pool of threads reads,
+decodes and validates each image, drops duplicates (sha256 per app) and writes new bytes
+to storage under a content-addressed key; the main thread commits inputs with their
+labels to the store in batches. Bytes are published before their row is committed, so a
+crash leaves at worst an unreferenced object, never a visible input without bytes, and
+re-running the same import simply skips what already landed (as duplicates).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
+from deeptrain.formats import ExportItem, ImportRecord, Region, Rejection, get_format
+from deeptrain.ids import check_input_id
+from deeptrain.images import ImageInfo, inspect_image
+from deeptrain.services.concepts import ConceptResolver
+from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.store import Annotation, Concept, Input
+
+SPLITS = ("train", "test")
+BATCH_SIZE = 256
+_BOX_EPS = 1e-6
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def reject(self, file: str, reason: str) -> None:
+        self.rejected.append({"file": file, "reason": reason})
+
+    @property
+    def ok(self) -> bool:
+        """False when nothing at all was readable (a failed import, as opposed to a partial one)."""
+        return self.imported + self.duplicates > 0 or not self.rejected
+
+    def as_dict(self) -> dict[str, Any]:
+        rate = self.imported / self.seconds if self.seconds else 0.0
+        return {
+            "imported": self.imported,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "seconds": round(self.seconds, 3),
+            "images_per_s": round(rate, 1),
+        }
+
+
+@dataclass
+class _Checked:
+    record: ImportRecord
+    info: ImageInfo | None = None
+    regions: tuple[Region, ...] = ()
+    error: str | None = None
+    duplicate: bool = False
+
+
+def input_key(app_id: str, info: ImageInfo) -> str:
+    return f"{app_prefix(app_id)}/inputs/{info.sha256[:2]}/{info.sha256}.{info.extension}"
+
+
+def normalize_box(region: Region, width: int | None = None, height: int | None = None) -> Region:
+    """Normalize a pixel box (when width/height are given) and check it lies inside the image."""
+    top, left, bottom, right = region.top_row, region.left_col, region.bottom_row, region.right_col
+    if width is not None and height is not None:
+        top, bottom, left, right = top / height, bottom / height, left / width, right / width
+    if not (bottom > top and right > left):
+        raise InvalidInput(
+            f"box for {region.concept!r} is inverted or empty "
+            f"(top_row={top:.4g}, left_col={left:.4g}, bottom_row={bottom:.4g}, right_col={right:.4g})"
+        )
+    if min(top, left) < -_BOX_EPS or max(bottom, right) > 1 + _BOX_EPS:
+        raise InvalidInput(
+            f"box for {region.concept!r} lies outside the image "
+            f"(normalized top_row={top:.4g}, left_col={left:.4g}, bottom_row={bottom:.4g}, right_col={right:.4g})"
+        )
+    clamp = lambda v: min(max(v, 0.0), 1.0)  # noqa: E731
+    return Region(region.concept, clamp(top), clamp(left), clamp(bottom), clamp(right))
+
+
+def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
+    """Worker stage: read, validate, de-duplicate and store one image."""
+    try:
+        if record.split is not None and record.split not in SPLITS:
+            raise InvalidInput(f"split {record.split!r} is not one of {', '.join(SPLITS)}")
+        if record.input_id is not None:
+            check_input_id(record.input_id)
+        overlap = set(record.concepts) & set(record.negatives)
+        if overlap:
+            raise InvalidInput(f"concept(s) {sorted(overlap)} are both positive and negative")
+        try:
+            data = record.read_bytes()
+        except FileNotFoundError as exc:
+            raise InvalidInput(f"file not found: {exc.filename or exc}") from None
+        except IsADirectoryError as exc:
+            raise InvalidInput(f"is a directory, not an image file: {exc.filename}") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the file: {exc}") from None
+        info = inspect_image(data, max_bytes=ctx.settings.max_image_bytes, max_pixels=ctx.settings.max_image_pixels)
+        size = (info.width, info.height) if record.pixel_boxes else (None, None)
+        regions = tuple(normalize_box(r, *size) for r in record.regions)
+        with ctx.store.session() as s:
+            if s.scalar(select(Input.id).where(Input.app_id == app_id, Input.sha256 == info.sha256)) is not None:
+                return _Checked(record, info, regions, duplicate=True)
+        ctx.storage.put_bytes(input_key(app_id, info), data)
+        return _Checked(record, info, regions)
+    except DeeptrainError as exc:
+        return _Checked(record, error=str(exc))
+
+
+def _add_input(s: Session, app_id: str, c: _Checked, resolver: ConceptResolver) -> None:
+    assert c.info is not None
+    rec = c.record
+    input_id = rec.input_id or c.info.sha256[:16]
+    if s.get(Input, (app_id, input_id)) is not None:
+        raise InvalidInput(f"input id {input_id!r} already exists in app {app_id!r} with different bytes")
+    s.add(Input(
+        app_id=app_id, id=input_id, sha256=c.info.sha256, storage_key=input_key(app_id, c.info),
+        width=c.info.width, height=c.info.height, format=c.info.format, size_bytes=c.info.size_bytes,
+        source=rec.source, metadata_json=rec.metadata, split=rec.split,
+    ))
+    s.flush()
+    for cid in resolver.ids(s, rec.concepts):
+        s.add(Annotation(app_id=app_id, input_id=input_id, concept_id=cid, value=True))
+    for cid in resolver.ids(s, rec.negatives):
+        s.add(Annotation(app_id=app_id, input_id=input_id, concept_id=cid, value=False))
+    for r, cid in zip(c.regions, resolver.ids(s, [r.concept for r in c.regions])):
+        s.add(Annotation(
+            app_id=app_id, input_id=input_id, concept_id=cid, value=True,
+            top_row=r.top_row, left_col=r.left_col, bottom_row=r.bottom_row, right_col=r.right_col,
+        ))
+
+
+def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportReport, resolver: ConceptResolver) -> None:
+    """Commit a batch in one transaction; on a conflict (e.g. a concurrent import) fall back to one by one."""
+    fresh, seen = [], set()
+    for c in batch:
+        assert c.info is not None
+        if c.info.sha256 in seen:
+            report.duplicates += 1
+        else:
+            seen.add(c.info.sha256)
+            fresh.append(c)
+    try:
+        with ctx.store.session() as s:
+            for c in fresh:
+                _add_input(s, app_id, c, resolver)
+        report.imported += len(fresh)
+        return
+    except (IntegrityError, InvalidInput):
+        resolver.reset()  # concepts created in the rolled-back transaction are gone
+    for c in fresh:
+        try:
+            with ctx.store.session() as s:
+                _add_input(s, app_id, c, resolver)
+            report.imported += 1
+        except IntegrityError:
+            resolver.reset()
+            report.duplicates += 1
+        except InvalidInput as exc:
+            resolver.reset()
+            report.reject(c.record.source, str(exc))
+
+
+def import_records(
+    ctx: Context,
+    app_id: str,
+    items: Iterable[ImportRecord | Rejection],
+    *,
+    split: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Run records through the import pipeline; ``split`` overrides each record's own."""
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+    if split is not None and split not in SPLITS:
+        raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    report = ImportReport()
+    resolver = ConceptResolver(app_id)
+    start = time.perf_counter()
+    window = max(1, ctx.settings.import_workers) * 4
+    pending: deque[Future[_Checked]] = deque()
+    batch: list[_Checked] = []
+
+    def drain(limit: int) -> None:
+        while len(pending) > limit:
+            c = pending.popleft().result()
+            if c.error is not None:
+                report.reject(c.record.source, c.error)
+            elif c.duplicate:
+                report.duplicates += 1
+            else:
+                batch.append(c)
+                if len(batch) >= BATCH_SIZE:
+                    _commit(ctx, app_id, batch, report, resolver)
+                    batch.clear()
+            if on_progress:
+                on_progress(1)
+
+    with ThreadPoolExecutor(max_workers=max(1, ctx.settings.import_workers), thread_name_prefix="import") as pool:
+        for item in items:
+            if isinstance(item, Rejection):
+                report.reject(item.file, item.reason)
+                if on_progress:
+                    on_progress(1)
+                continue
+            if split is not None:
+                item.split = split
+            pending.append(pool.submit(_check, ctx, app_id, item))
+            drain(window)
+        drain(0)
+    if batch:
+        _commit(ctx, app_id, batch, report, resolver)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def read_stored_url(ctx: Context) -> Callable[[str], bytes]:
+    """Reads an object of the service's storage by URL (for ``url`` rows in CSV/JSONL)."""
+    return lambda url: ctx.storage.get_bytes(ctx.storage.key_for_uri(url))
+
+
+def import_path(
+    ctx: Context, app_id: str, path: str | Path, fmt: str, *, split: str | None = None,
+    on_progress: ProgressFn | None = None,
+) -> ImportReport:
+    """Import a folder or file in one of the supported formats."""
+    spec = get_format(fmt)
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInput(f"import path {str(path)!r} does not exist")
+    if spec.path_kind == "dir" and not path.is_dir() and fmt != "voc":
+        raise InvalidInput(f"format {fmt!r} imports a folder, but {str(path)!r} is a file")
+    if spec.path_kind == "file" and not path.is_file():
+        raise InvalidInput(f"format {fmt!r} imports a file, but {str(path)!r} is a folder")
+    return import_records(ctx, app_id, spec.reader(path, read_stored_url(ctx)), split=split, on_progress=on_progress)
+
+
+def count_candidates(path: str | Path, fmt: str) -> int | None:
+    """A cheap count of files for a progress bar's total (None when unknown)."""
+    from deeptrain.formats import imagefolder
+
+    path = Path(path)
+    return imagefolder.count(path) if fmt in ("imagefolder", "yolo") and path.is_dir() else None
+
+
+# --- reading -----------------------------------------------------------------------
+
+
+def _input_dict(inp: Input, names: dict[str, str] | None = None) -> dict[str, Any]:
+    def name(cid: str) -> str:
+        return names[cid] if names else cid
+
+    return {
+        "id": inp.id,
+        "sha256": inp.sha256,
+        "width": inp.width,
+        "height": inp.height,
+        "format": inp.format,
+        "split": inp.split,
+        "source": inp.source,
+        "metadata": inp.metadata_json,
+        "concepts": [name(a.concept_id) for a in inp.annotations if a.value and a.top_row is None],
+        "negatives": [name(a.concept_id) for a in inp.annotations if not a.value],
+        "regions": [
+            {"concept": name(a.concept_id), "top_row": a.top_row, "left_col": a.left_col,
+             "bottom_row": a.bottom_row, "right_col": a.right_col}
+            for a in inp.annotations if a.top_row is not None
+        ],
+        "created_at": inp.created_at.isoformat(),
+    }
+
+
+def iter_inputs(ctx: Context, app_id: str, page: int = 500) -> Iterator[Input]:
+    """All inputs of an app (with annotations loaded), in id order, a page at a time."""
+    last = ""
+    while True:
+        with ctx.store.session() as s:
+            rows = s.scalars(
+                select(Input).options(selectinload(Input.annotations))
+                .where(Input.app_id == app_id, Input.id > last).order_by(Input.id).limit(page)
+            ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
+
+
+def list_inputs(ctx: Context, app_id: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        q = (select(Input).options(selectinload(Input.annotations)).where(Input.app_id == app_id)
+             .order_by(Input.id).offset(offset))
+        if limit is not None:
+            q = q.limit(limit)
+        return [_input_dict(i) for i in s.scalars(q)]
+
+
+def get_input(ctx: Context, app_id: str, input_id: str) -> Input:
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        inp = s.get(Input, (app_id, input_id), options=[selectinload(Input.annotations)])
+        if inp is None:
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
+        return inp
+
+
+def get_input_bytes(ctx: Context, app_id: str, input_id: str) -> bytes:
+    return ctx.storage.get_bytes(get_input(ctx, app_id, input_id).storage_key)
+
+
+def delete_input(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
+    """Delete an input row; its bytes go too unless another input of the app shares them (none can)."""
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        inp = s.get(Input, (app_id, input_id))
+        if inp is None:
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
+        key = inp.storage_key
+        s.delete(inp)
+    ctx.storage.delete(key)
+    return {"id": input_id, "deleted": True}
+
+
+def export_inputs(ctx: Context, app_id: str, out_dir: str | Path, fmt: str) -> dict[str, Any]:
+    """Write all inputs and labels of an app to ``out_dir`` in a supported format."""
+    spec = get_format(fmt)
+    out = Path(out_dir)
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        names = {c.id: c.name for c in s.scalars(select(Concept).where(Concept.app_id == app_id).order_by(Concept.id))}
+    if fmt == "imagefolder":  # folder names must be path-safe: use concept ids
+        names = {cid: cid for cid in names}
+
+    def items() -> Iterator[ExportItem]:
+        for inp in iter_inputs(ctx, app_id):
+            d = _input_dict(inp, names)
+            yield ExportItem(
+                input_id=inp.id, extension=inp.storage_key.rsplit(".", 1)[-1], width=inp.width, height=inp.height,
+                read_bytes=lambda key=inp.storage_key: ctx.storage.get_bytes(key),
+                concepts=d["concepts"], negatives=d["negatives"],
+                regions=[Region(r["concept"], r["top_row"], r["left_col"], r["bottom_row"], r["right_col"])
+                         for r in d["regions"]],
+                split=inp.split, metadata=inp.metadata_json,
+            )
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = spec.writer(items(), out, list(names.values()))
+    return {"format": fmt, "path": str(out), "exported": written}

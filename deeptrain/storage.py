@@ -1,0 +1,192 @@
+"""Object storage behind one root URI, through ``pyarrow.fs``.
+
+``file:///abs/dir`` and ``s3://bucket/prefix`` are supported; S3 reads the standard AWS
+variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``).
+
+Keys are relative POSIX paths checked so that nothing escapes the root. Every write
+goes to a temporary key first and is then published with a move, so a reader (or a
+crash) never sees half an object.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator, Mapping
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from deeptrain.errors import InvalidInput, NotFound, StorageError
+
+TMP_PREFIX = ".tmp"
+_COPY_CHUNK = 8 * 1024 * 1024
+
+
+def check_key(key: str) -> str:
+    """Refuse keys that are absolute, contain '..', backslashes or empty segments."""
+    if not isinstance(key, str) or not key:
+        raise InvalidInput(f"invalid storage key {key!r}: empty")
+    parts = key.split("/")
+    if key.startswith("/") or "\\" in key or "\x00" in key or any(p in ("", ".", "..") for p in parts):
+        raise InvalidInput(f"invalid storage key {key!r}: must be a relative path without '.', '..' or empty parts")
+    return key
+
+
+def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem configured from the standard AWS variables."""
+    env = os.environ if env is None else env
+    kwargs: dict[str, object] = {
+        "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "connect_timeout": 10,
+        "request_timeout": 60,
+    }
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        parsed = urlparse(endpoint)
+        kwargs["endpoint_override"] = parsed.netloc or parsed.path
+        kwargs["scheme"] = parsed.scheme or "https"
+    if env.get("AWS_ACCESS_KEY_ID"):
+        kwargs["access_key"] = env["AWS_ACCESS_KEY_ID"]
+        kwargs["secret_key"] = env.get("AWS_SECRET_ACCESS_KEY", "")
+        if env.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = env["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a ``file://`` / ``s3://`` URI or a local path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InvalidInput(f"invalid storage URI {uri!r}: missing bucket name")
+        return s3_filesystem(), f"{parsed.netloc}{parsed.path}".rstrip("/")
+    if parsed.scheme == "file":
+        return pafs.LocalFileSystem(), str(Path(parsed.path).resolve())
+    if parsed.scheme == "":
+        return pafs.LocalFileSystem(), str(Path(uri).resolve())
+    raise InvalidInput(f"unsupported storage URI {uri!r}: use file:///path or s3://bucket/prefix")
+
+
+class Storage:
+    """Keyed byte storage under one root URI."""
+
+    def __init__(self, uri: str):
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = filesystem_for(self.uri)
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __reduce__(self):  # picklable for Ray workers: rebuild the filesystem there
+        return (Storage, (self.uri,))
+
+    def __repr__(self) -> str:
+        return f"Storage({self.uri!r})"
+
+    # --- paths -----------------------------------------------------------------------
+    def path(self, key: str) -> str:
+        """The filesystem path of a key (for pyarrow readers given ``self.fs``)."""
+        return f"{self.root}/{check_key(key)}"
+
+    def uri_for(self, key: str) -> str:
+        return f"{self.uri}/{check_key(key)}"
+
+    def key_for_uri(self, uri: str) -> str:
+        """The key of a URI inside this storage; error if it points elsewhere."""
+        prefix = self.uri + "/"
+        if not uri.startswith(prefix):
+            raise InvalidInput(f"{uri!r} is not inside the service's storage {self.uri!r}")
+        return check_key(uri[len(prefix):])
+
+    # --- writes ----------------------------------------------------------------------
+    def _tmp_path(self, key: str) -> str:
+        return f"{self.root}/{TMP_PREFIX}/{uuid.uuid4().hex}-{posixpath.basename(key)}"
+
+    @contextmanager
+    def writer(self, key: str) -> Iterator[BinaryIO]:
+        """A stream whose content is published under ``key`` only when the block ends cleanly."""
+        tmp = self._tmp_path(key)
+        with self._guard(key):
+            if self.is_local:
+                self.fs.create_dir(posixpath.dirname(tmp), recursive=True)
+            try:
+                with self.fs.open_output_stream(tmp) as out:
+                    yield out
+            except BaseException:
+                try:
+                    self.fs.delete_file(tmp)
+                except OSError:
+                    pass
+                raise
+            final = self.path(key)
+            if self.is_local:
+                self.fs.create_dir(posixpath.dirname(final), recursive=True)
+            self.fs.move(tmp, final)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write an object atomically (temporary key, then move)."""
+        with self.writer(key) as out:
+            out.write(data)
+
+    def put_stream(self, key: str, source: BinaryIO) -> None:
+        """Copy a readable binary stream into an object atomically, in chunks."""
+        with self.writer(key) as out:
+            while chunk := source.read(_COPY_CHUNK):
+                out.write(chunk)
+
+    def delete(self, key: str) -> None:
+        with self._guard(key):
+            try:
+                self.fs.delete_file(self.path(key))
+            except FileNotFoundError:
+                pass
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete everything under ``prefix/`` (a "directory")."""
+        with self._guard(prefix):
+            try:
+                self.fs.delete_dir(self.path(prefix))
+            except FileNotFoundError:
+                pass
+
+    # --- reads -----------------------------------------------------------------------
+    def get_bytes(self, key: str) -> bytes:
+        with self._guard(key):
+            try:
+                with self.fs.open_input_stream(self.path(key)) as f:
+                    return f.read()
+            except FileNotFoundError:
+                raise NotFound(f"no object {key!r} in storage {self.uri}") from None
+
+    def exists(self, key: str) -> bool:
+        with self._guard(key):
+            return self.fs.get_file_info(self.path(key)).type == pafs.FileType.File
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys of all objects under ``prefix/``, sorted."""
+        base = self.path(prefix)
+        with self._guard(prefix):
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        root = self.root + "/"
+        yield from sorted(i.path[len(root):] for i in infos if i.type == pafs.FileType.File)
+
+    def _guard(self, key: str) -> "_StorageGuard":
+        return _StorageGuard(self, key)
+
+
+class _StorageGuard:
+    """Turn low-level OSErrors (unreachable endpoint, denied) into a StorageError naming the key."""
+
+    def __init__(self, storage: Storage, key: str):
+        self.storage, self.key = storage, key
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None and isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise StorageError(f"storage {self.storage.uri} failed on {self.key!r}: {exc}") from exc
+        return False

@@ -1,0 +1,13 @@
+"""The metadata store: SQLAlchemy 2 tables, engine setup and Alembic migrations."""
+
+from deeptrain.store.db import Store, open_store
+from deeptrain.store.schema import (
+    Annotation,
+    App,
+    Base,
+    Concept,
+    DatasetVersion,
+    Input,
+)
+
+__all__ = ["Store", "open_store", "Base", "App", "Concept", "Input", "Annotation", "DatasetVersion"]

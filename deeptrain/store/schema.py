@@ -1,0 +1,117 @@
+"""ORM tables. Changes here need a new migration under ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class App(Base):
+    __tablename__ = "apps"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Concept(Base):
+    __tablename__ = "concepts"
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Input(Base):
+    __tablename__ = "inputs"
+    __table_args__ = (UniqueConstraint("app_id", "sha256", name="uq_inputs_app_sha256"),)
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(512))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)
+    metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    split: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    annotations: Mapped[list["Annotation"]] = relationship(
+        back_populates="input", cascade="all, delete-orphan", passive_deletes=True, order_by="Annotation.id"
+    )
+
+
+class Annotation(Base):
+    """One label of an input: a positive/negative concept, or a box region with a concept.
+
+    Boxes use Clarifai's normalized convention: top_row, left_col, bottom_row, right_col in [0, 1].
+    """
+
+    __tablename__ = "annotations"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["app_id", "input_id"], ["inputs.app_id", "inputs.id"], ondelete="CASCADE", name="fk_annotations_input"
+        ),
+        ForeignKeyConstraint(
+            ["app_id", "concept_id"], ["concepts.app_id", "concepts.id"], name="fk_annotations_concept"
+        ),
+        Index("ix_annotations_input", "app_id", "input_id"),
+        Index("ix_annotations_concept", "app_id", "concept_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(64))
+    input_id: Mapped[str] = mapped_column(String(128))
+    concept_id: Mapped[str] = mapped_column(String(64))
+    value: Mapped[bool] = mapped_column(Boolean, default=True)
+    top_row: Mapped[float | None] = mapped_column(Float, nullable=True)
+    left_col: Mapped[float | None] = mapped_column(Float, nullable=True)
+    bottom_row: Mapped[float | None] = mapped_column(Float, nullable=True)
+    right_col: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    input: Mapped[Input] = relationship(back_populates="annotations")
+
+    @property
+    def box(self) -> tuple[float, float, float, float] | None:
+        if self.top_row is None:
+            return None
+        return (self.top_row, self.left_col, self.bottom_row, self.right_col)  # type: ignore[return-value]
+
+
+class DatasetVersion(Base):
+    __tablename__ = "dataset_versions"
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    storage_prefix: Mapped[str] = mapped_column(String(512))
+    num_inputs: Mapped[int] = mapped_column(Integer)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

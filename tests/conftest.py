@@ -1,0 +1,99 @@
+"""Shared fixtures: real backends (local files + SQLite, SeaweedFS S3 + PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from deeptrain.config import Settings  # noqa: E402
+from deeptrain.sdk import Client  # noqa: E402
+
+BACKENDS = ["local", "s3"]  # local: file:// + SQLite; s3: SeaweedFS + PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from tests.servers import seaweedfs_s3
+
+    with seaweedfs_s3() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(s3_server):
+    return s3_server.bucket("deeptrain-tests")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    from tests.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    env = {
+        "AWS_ENDPOINT_URL": s3_server.endpoint,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_REGION": s3_server.region,
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def make_settings(backend: str, tmp_path: Path, request) -> Settings:
+    home = tmp_path / "home"
+    if backend == "local":
+        return Settings.from_env(env={"DEEPTRAIN_HOME": str(home)})
+    request.getfixturevalue("s3_env")
+    bucket = request.getfixturevalue("s3_bucket")
+    pg = request.getfixturevalue("pg_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    return Settings.from_env(env={
+        "DEEPTRAIN_HOME": str(home),
+        "DEEPTRAIN_STORAGE": f"s3://{bucket}/{name}",
+        "DEEPTRAIN_DATABASE_URL": pg.create_database(name),
+    })
+
+
+@pytest.fixture(params=BACKENDS)
+def settings(request, tmp_path) -> Settings:
+    """Settings for a fresh, empty deployment on each backend."""
+    return make_settings(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def local_settings(request, tmp_path) -> Settings:
+    return make_settings("local", tmp_path, request)
+
+
+@pytest.fixture
+def client(settings) -> Client:
+    return Client(settings)
+
+
+@pytest.fixture
+def local_client(local_settings) -> Client:
+    return Client(local_settings)
+
+
+def run_cli(settings: Settings, *args: str, check: bool = False, env: dict | None = None,
+            **kwargs) -> subprocess.CompletedProcess:
+    """Run the real ``deeptrain`` command in a subprocess with these settings."""
+    full_env = {**os.environ, **settings.as_env(), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "deeptrain.cli.main", *args], env=full_env,
+                          capture_output=True, text=True, timeout=600, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"deeptrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc

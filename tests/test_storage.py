@@ -1,0 +1,73 @@
+"""Object storage over pyarrow.fs, on local files and the real S3 server."""
+
+from __future__ import annotations
+
+import pytest
+
+from deeptrain.errors import InvalidInput, NotFound
+from deeptrain.storage import TMP_PREFIX, Storage
+
+
+@pytest.fixture
+def storage(settings) -> Storage:
+    return Storage(settings.storage_uri)
+
+
+def test_put_get_list_delete(storage):
+    storage.put_bytes("a/b/one.bin", b"1")
+    storage.put_bytes("a/two.bin", b"22")
+    assert storage.get_bytes("a/b/one.bin") == b"1"
+    assert list(storage.list("a")) == ["a/b/one.bin", "a/two.bin"]
+    assert storage.exists("a/two.bin") and not storage.exists("a/none.bin")
+    storage.delete("a/two.bin")
+    assert list(storage.list("a")) == ["a/b/one.bin"]
+    storage.delete_prefix("a")
+    assert list(storage.list("a")) == []
+
+
+def test_missing_object_is_not_found(storage):
+    with pytest.raises(NotFound, match="no object 'nope/x.bin'"):
+        storage.get_bytes("nope/x.bin")
+
+
+@pytest.mark.parametrize("key", ["../escape", "/abs/key", "a/../../b", "a//b", "a/./b", "a\\b", ""])
+def test_keys_cannot_escape_the_root(storage, key):
+    with pytest.raises(InvalidInput, match="invalid storage key"):
+        storage.put_bytes(key, b"x")
+
+
+def test_failed_write_publishes_nothing(storage):
+    with pytest.raises(RuntimeError):
+        with storage.writer("w/obj.bin") as out:
+            out.write(b"half")
+            raise RuntimeError("crash in the middle of a write")
+    assert not storage.exists("w/obj.bin")
+    assert list(storage.list(TMP_PREFIX)) == []
+
+
+def test_overwrite_is_atomic_replace(storage):
+    storage.put_bytes("k.bin", b"old")
+    storage.put_bytes("k.bin", b"new")
+    assert storage.get_bytes("k.bin") == b"new"
+    assert list(storage.list(TMP_PREFIX)) == []
+
+
+def test_uri_round_trip(storage):
+    storage.put_bytes("x/y.bin", b"y")
+    uri = storage.uri_for("x/y.bin")
+    assert storage.key_for_uri(uri) == "x/y.bin"
+    with pytest.raises(InvalidInput, match="not inside the service's storage"):
+        storage.key_for_uri("s3://elsewhere/x/y.bin")
+
+
+def test_storage_is_picklable(storage):
+    import pickle
+
+    storage.put_bytes("p.bin", b"p")
+    clone = pickle.loads(pickle.dumps(storage))
+    assert clone.get_bytes("p.bin") == b"p"
+
+
+def test_unsupported_uri():
+    with pytest.raises(InvalidInput, match="unsupported storage URI"):
+        Storage("ftp://host/x")
