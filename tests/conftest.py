@@ -97,3 +97,14 @@ def run_cli(settings: Settings, *args: str, check: bool = False, env: dict | Non
     if check and proc.returncode != 0:
         raise AssertionError(f"deeptrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session."""
+    import ray
+
+    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()

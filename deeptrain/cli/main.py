@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     as_json = "--json" in argv
     try:
-        typer.main.get_command(app).main(args=argv, prog_name="deeptrain", standalone_mode=False)
-        return 0
+        rc = typer.main.get_command(app).main(args=argv, prog_name="deeptrain", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
     except DeeptrainError as exc:
         code = next((c for t, c in EXIT_CODES.items() if isinstance(exc, t)), 1)
         if as_json:
