@@ -79,6 +79,7 @@ class Storage:
         self.uri = uri.rstrip("/")
         self.fs, self.root = filesystem_for(self.uri)
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._dirs: set[str] = set()
 
     def __reduce__(self):  # picklable for Ray workers: rebuild the filesystem there
         return (Storage, (self.uri,))
@@ -110,8 +111,7 @@ class Storage:
         """A stream whose content is published under ``key`` only when the block ends cleanly."""
         tmp = self._tmp_path(key)
         with self._guard(key):
-            if self.is_local:
-                self.fs.create_dir(posixpath.dirname(tmp), recursive=True)
+            self._ensure_dir(posixpath.dirname(tmp))
             try:
                 with self.fs.open_output_stream(tmp) as out:
                     yield out
@@ -122,9 +122,14 @@ class Storage:
                     pass
                 raise
             final = self.path(key)
-            if self.is_local:
-                self.fs.create_dir(posixpath.dirname(final), recursive=True)
+            self._ensure_dir(posixpath.dirname(final))
             self.fs.move(tmp, final)
+
+    def _ensure_dir(self, path: str) -> None:
+        """Local filesystems need parent directories; S3 has none. Known ones are cached."""
+        if self.is_local and path not in self._dirs:
+            self.fs.create_dir(path, recursive=True)
+            self._dirs.add(path)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write an object atomically (temporary key, then move)."""
@@ -147,6 +152,7 @@ class Storage:
     def delete_prefix(self, prefix: str) -> None:
         """Delete everything under ``prefix/`` (a "directory")."""
         with self._guard(prefix):
+            self._dirs.clear()
             try:
                 self.fs.delete_dir(self.path(prefix))
             except FileNotFoundError:

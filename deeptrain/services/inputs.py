@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -94,6 +94,9 @@ def normalize_box(region: Region, width: int | None = None, height: int | None =
     return Region(region.concept, clamp(top), clamp(left), clamp(bottom), clamp(right))
 
 
+_SHA_QUERY = select(Input.id).where(Input.app_id == bindparam("app_id"), Input.sha256 == bindparam("sha256")).limit(1)
+
+
 def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
     """Worker stage: read, validate, de-duplicate and store one image."""
     try:
@@ -115,36 +118,42 @@ def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
         info = inspect_image(data, max_bytes=ctx.settings.max_image_bytes, max_pixels=ctx.settings.max_image_pixels)
         size = (info.width, info.height) if record.pixel_boxes else (None, None)
         regions = tuple(normalize_box(r, *size) for r in record.regions)
-        with ctx.store.session() as s:
-            if s.scalar(select(Input.id).where(Input.app_id == app_id, Input.sha256 == info.sha256)) is not None:
-                return _Checked(record, info, regions, duplicate=True)
+        with ctx.store.engine.connect() as conn:
+            found = conn.execute(_SHA_QUERY, {"app_id": app_id, "sha256": info.sha256}).first()
+        if found is not None:
+            return _Checked(record, info, regions, duplicate=True)
         ctx.storage.put_bytes(input_key(app_id, info), data)
         return _Checked(record, info, regions)
     except DeeptrainError as exc:
         return _Checked(record, error=str(exc))
 
 
-def _add_input(s: Session, app_id: str, c: _Checked, resolver: ConceptResolver) -> None:
-    assert c.info is not None
-    rec = c.record
-    input_id = rec.input_id or c.info.sha256[:16]
-    if s.get(Input, (app_id, input_id)) is not None:
-        raise InvalidInput(f"input id {input_id!r} already exists in app {app_id!r} with different bytes")
-    s.add(Input(
-        app_id=app_id, id=input_id, sha256=c.info.sha256, storage_key=input_key(app_id, c.info),
-        width=c.info.width, height=c.info.height, format=c.info.format, size_bytes=c.info.size_bytes,
-        source=rec.source, metadata_json=rec.metadata, split=rec.split,
-    ))
-    s.flush()
-    for cid in resolver.ids(s, rec.concepts):
-        s.add(Annotation(app_id=app_id, input_id=input_id, concept_id=cid, value=True))
-    for cid in resolver.ids(s, rec.negatives):
-        s.add(Annotation(app_id=app_id, input_id=input_id, concept_id=cid, value=False))
-    for r, cid in zip(c.regions, resolver.ids(s, [r.concept for r in c.regions])):
-        s.add(Annotation(
-            app_id=app_id, input_id=input_id, concept_id=cid, value=True,
-            top_row=r.top_row, left_col=r.left_col, bottom_row=r.bottom_row, right_col=r.right_col,
+def _insert(s: Session, app_id: str, batch: list[_Checked], resolver: ConceptResolver) -> None:
+    """Insert inputs and their annotations with two bulk statements."""
+    ids = [c.record.input_id or c.info.sha256[:16] for c in batch]  # type: ignore[union-attr]
+    taken = set(s.scalars(select(Input.id).where(Input.app_id == app_id, Input.id.in_(ids))))
+    if taken or len(set(ids)) < len(ids):
+        clash = sorted(taken) or sorted(i for i in ids if ids.count(i) > 1)
+        raise InvalidInput(f"input id {clash[0]!r} already exists in app {app_id!r} with different bytes")
+    inputs, annotations = [], []
+    for input_id, c in zip(ids, batch):
+        info, rec = c.info, c.record
+        assert info is not None
+        inputs.append(dict(
+            app_id=app_id, id=input_id, sha256=info.sha256, storage_key=input_key(app_id, info),
+            width=info.width, height=info.height, format=info.format, size_bytes=info.size_bytes,
+            source=rec.source, metadata_json=rec.metadata, split=rec.split,
         ))
+        labels = [(cid, True) for cid in resolver.ids(s, rec.concepts)]
+        labels += [(cid, False) for cid in resolver.ids(s, rec.negatives)]
+        annotations += [dict(app_id=app_id, input_id=input_id, concept_id=cid, value=v, top_row=None,
+                             left_col=None, bottom_row=None, right_col=None) for cid, v in labels]
+        for r, cid in zip(c.regions, resolver.ids(s, [r.concept for r in c.regions])):
+            annotations.append(dict(app_id=app_id, input_id=input_id, concept_id=cid, value=True, top_row=r.top_row,
+                                    left_col=r.left_col, bottom_row=r.bottom_row, right_col=r.right_col))
+    s.execute(insert(Input), inputs)
+    if annotations:
+        s.execute(insert(Annotation), annotations)
 
 
 def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportReport, resolver: ConceptResolver) -> None:
@@ -159,8 +168,7 @@ def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportRepo
             fresh.append(c)
     try:
         with ctx.store.session() as s:
-            for c in fresh:
-                _add_input(s, app_id, c, resolver)
+            _insert(s, app_id, fresh, resolver)
         report.imported += len(fresh)
         return
     except (IntegrityError, InvalidInput):
@@ -168,7 +176,7 @@ def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportRepo
     for c in fresh:
         try:
             with ctx.store.session() as s:
-                _add_input(s, app_id, c, resolver)
+                _insert(s, app_id, [c], resolver)
             report.imported += 1
         except IntegrityError:
             resolver.reset()

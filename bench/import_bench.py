@@ -1,0 +1,104 @@
+"""Import throughput: deeptrain's import pipeline vs a bare upload of the same files.
+
+For N real Fashion-MNIST images (PNG files in an image folder) this measures, in one run:
+  - local storage: ``deeptrain inputs import`` (decode + validate + sha256 + dedup check +
+    atomic write + SQLite rows) vs a bare ``pyarrow.fs`` copy of the same files;
+  - S3 (a SeaweedFS server started here on loopback) + PostgreSQL: the same import vs a
+    bare ``boto3`` ``put_object`` loop over the same files.
+and prints images/s and the ratio pipeline / bare.
+
+    python bench/import_bench.py [--n 3000] [--no-s3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import boto3  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+
+from deeptrain.config import Settings  # noqa: E402
+from deeptrain.formats.imagefolder import _walk_files  # noqa: E402
+from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
+from deeptrain.sdk import Client  # noqa: E402
+
+
+def bare_pyarrow_copy(files: list[Path], dest: Path) -> float:
+    fs = pafs.LocalFileSystem()
+    fs.create_dir(str(dest), recursive=True)
+    start = time.perf_counter()
+    for i, f in enumerate(files):
+        with fs.open_output_stream(f"{dest}/{i}.png") as out:
+            out.write(f.read_bytes())
+    return len(files) / (time.perf_counter() - start)
+
+
+def bare_boto3_upload(files: list[Path], s3, bucket: str) -> float:
+    client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                          aws_secret_access_key=s3.secret_key, region_name=s3.region)
+    start = time.perf_counter()
+    for i, f in enumerate(files):
+        client.put_object(Bucket=bucket, Key=f"bare/{i}.png", Body=f.read_bytes())
+    return len(files) / (time.perf_counter() - start)
+
+
+def pipeline(settings: Settings, folder: Path, n: int) -> float:
+    client = Client(settings)
+    app = f"bench{uuid.uuid4().hex[:6]}"
+    client.create_app(app)
+    start = time.perf_counter()
+    report = client.import_inputs(app, folder, format="imagefolder")
+    rate = report["imported"] / (time.perf_counter() - start)
+    assert report["imported"] == n, report
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=3000, help="number of images (multiple of 10)")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 + PostgreSQL part")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="deeptrain-import-bench-"))
+    rows = []
+    try:
+        folder = work / "images"
+        write_fashion_mnist_folder(folder, "test", per_class=args.n // 10)
+        files = list(_walk_files(folder))
+        bare = bare_pyarrow_copy(files, work / "bare")
+        local = pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}), folder, len(files))
+        rows.append(("local files + SQLite", local, "pyarrow.fs copy", bare))
+        if not args.no_s3:
+            from tests.servers import postgres_server, seaweedfs_s3
+
+            with ExitStack() as stack:
+                s3 = stack.enter_context(seaweedfs_s3())
+                pg = stack.enter_context(postgres_server())
+                bucket = s3.bucket("bench")
+                os.environ.update(AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key,
+                                  AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_REGION=s3.region)
+                bare_s3 = bare_boto3_upload(files, s3, bucket)
+                settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-s3"),
+                                                  "DEEPTRAIN_STORAGE": f"s3://{bucket}/pipeline",
+                                                  "DEEPTRAIN_DATABASE_URL": pg.create_database("bench")})
+                rows.append(("S3 (SeaweedFS) + PostgreSQL", pipeline(settings, folder, len(files)),
+                             "boto3 put_object loop", bare_s3))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nimport of {len(files)} Fashion-MNIST PNGs ({os.cpu_count()} CPUs)")
+    print(f"{'storage':30} {'pipeline img/s':>15} {'bare baseline':>24} {'bare img/s':>11} {'ratio':>6}")
+    for name, rate, bare_name, bare_rate in rows:
+        print(f"{name:30} {rate:15.0f} {bare_name:>24} {bare_rate:11.0f} {rate / bare_rate:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
