@@ -17,6 +17,7 @@ import pyarrow.dataset as pads
 from deeptrain.config import Settings
 from deeptrain.formats import ImportRecord, Region
 from deeptrain.services import apps, concepts, datasets, inputs
+from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
 
@@ -97,3 +98,87 @@ class Client:
 
     def open_dataset(self, app_id: str, version_id: str) -> pads.Dataset:
         return datasets.open_dataset(self.ctx, app_id, version_id)
+
+    # --- models and versions -------------------------------------------------------
+    def create_model(self, app_id: str, model_id: str, task: str, template: str,
+                     params: dict[str, Any] | None = None, concepts: Iterable[str] | None = None) -> dict[str, Any]:
+        return models_service.create_model(self.ctx, app_id, model_id, task, template, params, concepts)
+
+    def list_models(self, app_id: str) -> list[dict[str, Any]]:
+        return models_service.list_models(self.ctx, app_id)
+
+    def get_model(self, app_id: str, model_id: str) -> dict[str, Any]:
+        return models_service.get_model(self.ctx, app_id, model_id)
+
+    def delete_model(self, app_id: str, model_id: str) -> dict[str, Any]:
+        return models_service.delete_model(self.ctx, app_id, model_id)
+
+    def train(self, app_id: str, model_id: str, params: dict[str, Any] | None = None, *, workers: int = 1,
+              dataset_version: str | None = None, on_version=None) -> dict[str, Any]:
+        """Train a new version on Ray Train and wait for it (snapshots a dataset version when none is given)."""
+        from deeptrain.jobs import train as train_job
+
+        return train_job.train(self.ctx, app_id, model_id, params, dataset_version, workers, on_version)
+
+    def resume(self, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
+        from deeptrain.jobs import train as train_job
+
+        return train_job.resume(self.ctx, app_id, model_id, version_id)
+
+    def list_versions(self, app_id: str, model_id: str) -> list[dict[str, Any]]:
+        return models_service.list_versions(self.ctx, app_id, model_id)
+
+    def get_version(self, app_id: str, model_id: str, version_id: str | None = None) -> dict[str, Any]:
+        return models_service.get_version(self.ctx, app_id, model_id, version_id)
+
+    def cancel(self, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
+        return models_service.request_cancel(self.ctx, app_id, model_id, version_id)
+
+    def evaluate(self, app_id: str, model_id: str, version_id: str,
+                 dataset_version: str | None = None) -> dict[str, Any]:
+        from deeptrain.jobs.evaluate import evaluate_version
+
+        return evaluate_version(self.ctx, app_id, model_id, version_id, dataset_version)
+
+    def report(self, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
+        """The version's report; ``path`` is a local folder with report.json and the plots."""
+        import json as _json
+
+        from deeptrain.training.report import REPORT
+
+        prefix = self.get_version(app_id, model_id, version_id)["artifacts"]
+        report = _json.loads(self.ctx.storage.get_bytes(f"{prefix}/{REPORT}"))
+        if self.ctx.storage.is_local:
+            path = Path(self.ctx.storage.path(prefix))
+        else:  # copy out of object storage so it can be opened
+            path = self.settings.home / "reports" / app_id / model_id / version_id
+            path.mkdir(parents=True, exist_ok=True)
+            for name in [REPORT, *report["plots"]]:
+                (path / name).write_bytes(self.ctx.storage.get_bytes(f"{prefix}/{name}"))
+        return {**report, "path": str(path)}
+
+    def load_version(self, app_id: str, model_id: str, version_id: str | None = None):
+        """The version's model, ready for inference (cached per client)."""
+        from deeptrain.artifacts import load_model
+
+        version = self.get_version(app_id, model_id, version_id)
+        if version["status"] != "trained":
+            from deeptrain.errors import Conflict
+
+            raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+        cache = self.__dict__.setdefault("_models", {})
+        if version["artifacts"] not in cache:
+            cache[version["artifacts"]] = load_model(self.ctx.storage, version["artifacts"])
+        return cache[version["artifacts"]]
+
+    def predict(self, app_id: str, model_id: str, images: Iterable[bytes | str | Path], *,
+                version_id: str | None = None, threshold: float | None = None,
+                top_k: int | None = None) -> list[dict[str, Any]]:
+        """Predict on image bytes or files: concepts, regions or embeddings, one result per image."""
+        from deeptrain.images import inspect_image
+        from deeptrain.inference import predict_bytes
+
+        datas = [i if isinstance(i, bytes) else Path(i).read_bytes() for i in images]
+        for d in datas:
+            inspect_image(d, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+        return predict_bytes(self.load_version(app_id, model_id, version_id), datas, threshold=threshold, top_k=top_k)

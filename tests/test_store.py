@@ -10,7 +10,7 @@ from deeptrain.store.db import current_revision, head_revision
 
 def test_schema_is_created_and_versioned(settings):
     store = open_store(settings.database_url)
-    assert current_revision(store.engine) == head_revision() == "0001"
+    assert current_revision(store.engine) == head_revision() == "0002"
     tables = set(inspect(store.engine).get_table_names())
     assert {"apps", "concepts", "inputs", "annotations", "dataset_versions", "alembic_version"} <= tables
     # opening again is a no-op migration
@@ -22,3 +22,24 @@ def test_sqlite_uses_wal_and_foreign_keys(local_settings):
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_an_old_database_is_migrated_in_place(local_settings):
+    """A database at revision 0001 (the first release) is upgraded on open, data kept."""
+    from alembic import command
+
+    from deeptrain.store.db import Store, _alembic_config, make_engine
+
+    engine = make_engine(local_settings.database_url)
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO apps (id, name, created_at) VALUES ('old', 'old', '2026-01-01')"))
+    assert current_revision(engine) == "0001"
+    store = Store(local_settings.database_url)
+    assert current_revision(store.engine) == head_revision()
+    with store.engine.connect() as conn:
+        assert conn.execute(text("SELECT id FROM apps")).scalars().all() == ["old"]
+        assert "model_versions" in inspect(conn).get_table_names()

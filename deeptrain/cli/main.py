@@ -9,7 +9,9 @@ import typer
 
 from deeptrain import __version__
 from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app
+from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
+from deeptrain.cli.templates import templates_app
 from deeptrain.errors import Conflict, DeeptrainError, InvalidInput, NotFound, StorageError
 
 app = typer.Typer(
@@ -22,6 +24,9 @@ app.add_typer(apps_app, name="apps")
 app.add_typer(concepts_app, name="concepts")
 app.add_typer(inputs_app, name="inputs")
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
+app.add_typer(templates_app, name="templates")
+app.command("predict")(predict_command)
 
 EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5}
 

@@ -52,6 +52,13 @@ def delete_concept(ctx: Context, app_id: str, concept_id: str, force: bool = Fal
         concept = s.get(Concept, (app_id, concept_id))
         if concept is None:
             raise NotFound(f"concept {concept_id!r} does not exist in app {app_id!r}")
+        from deeptrain.services.models import versions_using_concept
+
+        versions = versions_using_concept(ctx, app_id, concept_id)
+        if versions:
+            raise Conflict(
+                f"concept {concept_id!r} is used by model version(s) {', '.join(versions)}; delete those first"
+            )
         used = s.scalar(
             select(func.count()).where(Annotation.app_id == app_id, Annotation.concept_id == concept_id)
         )

@@ -8,6 +8,8 @@ from deeptrain.store.schema import (
     Concept,
     DatasetVersion,
     Input,
+    Model,
+    ModelVersion,
 )
 
-__all__ = ["Store", "open_store", "Base", "App", "Concept", "Input", "Annotation", "DatasetVersion"]
+__all__ = ["Store", "open_store", "Base", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model", "ModelVersion"]

@@ -1,0 +1,1 @@
+"""Ray-side orchestration: Ray Train runs, Ray Data pipelines, the embedded cluster."""

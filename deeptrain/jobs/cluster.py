@@ -1,0 +1,28 @@
+"""Connect to Ray: ``RAY_ADDRESS`` selects a cluster, otherwise a local one starts on demand."""
+
+from __future__ import annotations
+
+import os
+
+EXPORTED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE")
+
+
+def worker_env(settings_env: dict[str, str]) -> dict[str, str]:
+    """Variables Ray workers need to reach the same storage and store as the driver."""
+    env = {k: os.environ[k] for k in EXPORTED_ENV if k in os.environ}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return {**env, **settings_env}
+
+
+def ensure_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "300")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING")
+    else:
+        ray.init(include_dashboard=True, logging_level="WARNING", log_to_driver=False)

@@ -1,0 +1,362 @@
+"""Train a model version with Ray Train over its dataset version's Parquet files.
+
+``plan_training`` checks everything that can be checked before a worker starts (labels,
+concepts, softmax single-label rule, params) and fixes the concept list, the number of
+steps per epoch and the preprocessing geometry. ``run_version`` builds the Ray Data
+pipelines (read Parquet from storage -> filter split -> decode/resize in ``map_batches``),
+runs a ``TorchTrainer`` whose workers call the plain-PyTorch ``run_training``, and
+writes the artifacts and report from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pyarrow.compute as pc
+
+from deeptrain.config import Settings
+from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
+from deeptrain.params import HyperParams, ParamError, resolve_params
+from deeptrain.services import datasets as dataset_service
+from deeptrain.services import models as model_service
+from deeptrain.services.context import Context
+from deeptrain.templates import get_template
+from deeptrain.training.preprocess import Preprocessor, canvas_size
+
+MAX_BOXES = 512
+CPU_PER_WORKER = float(os.environ.get("DEEPTRAIN_CPU_PER_WORKER", 0.5))
+MAX_FAILURES = int(os.environ.get("DEEPTRAIN_MAX_FAILURES", 2))
+
+
+@dataclass
+class TrainPlan:
+    params: dict[str, Any]
+    concepts: list[str]
+    class_map: list[int]
+    dataset_version_id: str
+    num_train: int
+    num_test: int
+    steps_per_epoch: int
+    canvas: int
+    max_boxes: int
+
+
+def _labels_table(ctx: Context, app_id: str, version_id: str):
+    return dataset_service.open_dataset(ctx, app_id, version_id).to_table(
+        columns=["input_id", "concepts", "boxes", "split", "width", "height"])
+
+
+def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any],
+                  dataset_version_id: str | None, num_workers: int) -> TrainPlan:
+    """Validate and plan a run; every refusal names what to fix."""
+    model = model_service.get_model(ctx, app_id, model_id)
+    template = get_template(model["task"], model["template"])
+    try:
+        params = resolve_params(template, {**model["params"], **overrides, "num_workers": num_workers}, num_workers)
+    except ParamError as exc:
+        raise InvalidInput(str(exc)) from None
+    if dataset_version_id is None:
+        dataset = dataset_service.snapshot(ctx, app_id, test_fraction=params.test_fraction)
+    else:
+        dataset = dataset_service.get_dataset(ctx, app_id, dataset_version_id)
+    names = [c["id"] for c in dataset["concepts"]]
+    table = _labels_table(ctx, app_id, dataset["id"])
+    task = model["task"]
+    split = table.column("split").to_pylist()
+    if task == "detection":
+        per_row = [[b["concept"] for b in boxes] for boxes in table.column("boxes").to_pylist()]
+    else:
+        per_row = table.column("concepts").to_pylist()
+    train_counts: dict[str, int] = {}
+    for row, s in zip(per_row, split):
+        if s == "train":
+            for c in set(row):
+                train_counts[names[c]] = train_counts.get(names[c], 0) + 1
+    concepts = model["concepts"] or sorted(train_counts)
+    if not concepts:
+        what = "boxes" if task == "detection" else "labelled"
+        raise InvalidInput(f"dataset version {dataset['id']} of app {app_id!r} has no {what} training inputs; "
+                           "label some inputs (and give them split train) before training")
+    missing = [c for c in concepts if train_counts.get(c, 0) == 0]
+    if missing:
+        raise InvalidInput(f"concept(s) {', '.join(missing)} have no training inputs in dataset version "
+                           f"{dataset['id']}; label some or remove them from the model's concepts")
+    if len(concepts) < 2 and task != "detection":
+        raise InvalidInput(f"{task} needs at least 2 concepts with training inputs, found {concepts}")
+    index = {c: i for i, c in enumerate(concepts)}
+    class_map = [index.get(n, -1) for n in names]
+    used = [[c for c in set(row) if class_map[c] >= 0] for row in per_row]
+    if (task == "classification" and not params.logreg) or task == "embedding":
+        ids = table.column("input_id").to_pylist()
+        bad = [i for i, u, r in zip(ids, used, table.column("concepts").to_pylist()) if len(u) > 1]
+        if bad:
+            reason = "softmax (logreg false)" if task == "classification" else "embedding training"
+            raise InvalidInput(f"{reason} needs exactly one concept per input, but {len(bad)} input(s) have "
+                               f"several: {', '.join(bad[:10])}{' …' if len(bad) > 10 else ''}; relabel them or "
+                               "use logreg true")
+    keep = [bool(u) or task == "detection" for u in used]
+    num_train = sum(1 for k, s in zip(keep, split) if k and s == "train")
+    num_test = sum(1 for k, s in zip(keep, split) if k and s == "test")
+    if num_test == 0:
+        raise InvalidInput(f"dataset version {dataset['id']} has no labelled test inputs to evaluate on; "
+                           "import some with --split test or snapshot with a test_fraction")
+    items = params.num_items_per_epoch or num_train
+    if items < params.batch_size:
+        raise InvalidInput(f"batch_size {params.batch_size} is larger than the {items} training items per epoch; "
+                           "lower batch_size or add inputs")
+    aspect = pc.max(pc.divide(pc.max_element_wise(table["width"], table["height"]).cast("float64"),
+                              pc.min_element_wise(table["width"], table["height"]).cast("float64"))).as_py()
+    max_boxes = max((len(b) for b in table.column("boxes").to_pylist()), default=0)
+    return TrainPlan(
+        params=params.model_dump(mode="json"), concepts=concepts, class_map=class_map, dataset_version_id=dataset["id"],
+        num_train=num_train, num_test=num_test, steps_per_epoch=items // params.batch_size,
+        canvas=canvas_size(params.image_size, aspect or 1.0), max_boxes=min(max(max_boxes, 1), MAX_BOXES),
+    )
+
+
+class _KeepLabelled:
+    """Drops rows without any of the model's concepts (classification / embedding)."""
+
+    def __init__(self, class_map: list[int]):
+        self.class_map = np.asarray(class_map)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        keep = np.array([bool((self.class_map[np.asarray(c, dtype=np.int64)] >= 0).any()) if len(c) else False
+                         for c in batch["concepts"]], dtype=bool)
+        return {k: v[keep] for k, v in batch.items()}
+
+
+def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, split: str):
+    import ray.data
+
+    params = HyperParams.model_validate(plan.params)
+    paths = dataset_service.dataset_paths(ctx, app_id, plan.dataset_version_id)
+    ds = ray.data.read_parquet(paths, filesystem=ctx.storage.fs,
+                               columns=["image", "width", "height", "concepts", "boxes", "split"])
+    ds = ds.filter(expr=f"split == '{split}'")
+    if task != "detection":
+        ds = ds.map_batches(_KeepLabelled(plan.class_map), batch_format="numpy")
+    pre = Preprocessor(task=task, image_size=params.image_size, canvas=plan.canvas, class_map=plan.class_map,
+                       num_classes=len(plan.concepts), max_boxes=plan.max_boxes if task == "detection" else 0)
+    return ds.map_batches(pre, batch_format="numpy", batch_size=64)
+
+
+# --- worker side -----------------------------------------------------------------------
+
+
+class RayData:
+    def __init__(self, spec, seed: int, local_batch: int):
+        self.spec, self.seed, self.local_batch = spec, seed, local_batch
+
+    def train_batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        import ray.train
+
+        shard = ray.train.get_dataset_shard("train")
+        passes = 0
+        while True:
+            yield from shard.iter_torch_batches(
+                batch_size=self.local_batch, drop_last=True, local_shuffle_buffer_size=max(self.local_batch * 4, 256),
+                local_shuffle_seed=self.seed * 100_003 + epoch * 101 + passes)
+            passes += 1
+
+    def test_batches(self):
+        import ray.train
+
+        return ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64)
+
+
+class RayHost:
+    """Ray Train's side of the loop: DDP, checkpoints, progress and cancellation via the store."""
+
+    PROGRESS_EVERY_S = 1.0
+
+    def __init__(self, settings_env: dict[str, str], version: tuple[str, str, str]):
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        self.version = version
+        self._settings_env = settings_env
+        self._ctx: Context | None = None
+        self._last_progress = 0.0
+
+    @property
+    def ctx(self) -> Context:
+        if self._ctx is None:
+            self._ctx = Context.from_settings(Settings.from_env(env=self._settings_env))
+        return self._ctx
+
+    def prepare_model(self, model):
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model, move_to_device=False)
+
+    def _all_reduce(self, value: float, op: str) -> float:
+        if self.world_size == 1:
+            return value
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+        return float(t[0])
+
+    def all_reduce_mean(self, value: float) -> float:
+        return self._all_reduce(value, "sum") / self.world_size
+
+    def restore(self) -> dict[str, Any] | None:
+        import ray.train
+        import torch
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as d:
+            return torch.load(Path(d) / "state.pt", weights_only=False)
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        import ray.train
+        import torch
+
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            torch.save(state, Path(d) / "state.pt")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    def progress(self, info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self._last_progress >= self.PROGRESS_EVERY_S:
+            self._last_progress = now
+            model_service.update_version(self.ctx, *self.version, progress=info)
+
+    def should_stop(self) -> bool:
+        flag = 1.0 if self.rank == 0 and model_service.cancel_requested(self.ctx, *self.version) else 0.0
+        return self._all_reduce(flag, "max") > 0
+
+
+def ray_train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker``: the plain loop, hosted by Ray Train."""
+    from deeptrain.training.loop import TrainSpec, run_training
+
+    spec = TrainSpec(**config["spec"])
+    host = RayHost(config["settings_env"], tuple(config["version"]))
+    params = spec.hyper
+    data = RayData(spec, params.seed, params.batch_size // host.world_size)
+    run_training(spec, data, host)
+
+
+# --- driver side ------------------------------------------------------------------------
+
+
+def _latest_checkpoint(ctx: Context, run_prefix: str):
+    """The newest checkpoint Ray Train wrote for a version, to resume from."""
+    import ray.train
+
+    dirs = sorted({k.split("/")[-2] for k in ctx.storage.list(run_prefix) if k.endswith("/state.pt")})
+    if not dirs:
+        return None
+    return ray.train.Checkpoint(path=ctx.storage.path(f"{run_prefix}/{dirs[-1]}"), filesystem=ctx.storage.fs)
+
+
+def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan,
+                resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) a version's training on Ray Train; returns the finished version."""
+    import ray.train
+    import torch
+    from ray.train.torch import TorchTrainer
+
+    from deeptrain.jobs.cluster import ensure_ray, worker_env
+    from deeptrain.training.loop import TrainSpec
+    from deeptrain.training.report import write_report
+
+    key = (app_id, model_id, version_id)
+    version = model_service.get_version(ctx, *key)
+    model = model_service.get_model(ctx, app_id, model_id)
+    params = HyperParams.model_validate(plan.params)
+    spec = TrainSpec(task=model["task"], template=model["template"], params=plan.params, concept_ids=plan.concepts,
+                     steps_per_epoch=plan.steps_per_epoch, world_size=params.num_workers)
+    prefix = version["artifacts"]
+    run_prefix = f"{prefix}/ray"
+    try:
+        ensure_ray()
+        env = worker_env(ctx.settings.as_env())
+        trainer = TorchTrainer(
+            ray_train_loop,
+            train_loop_config={"spec": spec.as_dict(), "settings_env": ctx.settings.as_env(), "version": list(key)},
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=params.num_workers, use_gpu=bool(params.use_gpu and torch.cuda.is_available()),
+                resources_per_worker={"CPU": CPU_PER_WORKER}),
+            run_config=ray.train.RunConfig(
+                name="ray", storage_path=ctx.storage.path(prefix), storage_filesystem=ctx.storage.fs,
+                failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+                worker_runtime_env={"env_vars": env}),
+            datasets={"train": build_ray_dataset(ctx, app_id, model["task"], plan, "train"),
+                      "test": build_ray_dataset(ctx, app_id, model["task"], plan, "test")},
+            dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+            resume_from_checkpoint=_latest_checkpoint(ctx, run_prefix) if resume else None,
+        )
+        model_service.update_version(ctx, *key, status="training", error=None, cancel_requested=False)
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError("training finished without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", weights_only=False)
+    except DeeptrainError as exc:
+        model_service.update_version(ctx, *key, status="failed", error=str(exc))
+        raise
+    except Exception as exc:  # a worker or Ray failure: record why, keep the traceback in the log
+        message = f"{type(exc).__name__}: {exc}"
+        model_service.update_version(ctx, *key, status="failed", error=message[:4000])
+        traceback.print_exc()
+        raise RuntimeError(f"training of {model_id}/{version_id} failed: {message}") from exc
+
+    from deeptrain.artifacts import write_manifest, write_weights
+
+    history = state["history"]
+    metrics = history[-1]["metrics"] if history and history[-1]["metrics"] else {}
+    stopped = model_service.cancel_requested(ctx, *key) and state["epoch"] < params.num_epochs
+    write_weights(ctx.storage, prefix, state["model"])
+    dataset = dataset_service.get_dataset(ctx, app_id, plan.dataset_version_id)
+    write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
+    write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
+    return model_service.update_version(ctx, *key, status="cancelled" if stopped else "trained", metrics=metrics,
+                                        progress={**(version.get("progress") or {}), "history": history})
+
+
+def train(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,
+          dataset_version_id: str | None = None, num_workers: int = 1,
+          on_version: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Plan, record and run a new version (blocking). ``on_version`` sees the queued version first."""
+    plan = plan_training(ctx, app_id, model_id, dict(overrides or {}), dataset_version_id, num_workers)
+    version = model_service.new_version(ctx, app_id, model_id, plan.params, plan.dataset_version_id, plan.concepts)
+    _save_plan(ctx, version["artifacts"], plan)
+    if on_version:
+        on_version(version)
+    return run_version(ctx, app_id, model_id, version["id"], plan)
+
+
+def resume(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
+    """Continue an interrupted version from its last checkpoint."""
+    version = model_service.get_version(ctx, app_id, model_id, version_id)
+    if version["status"] == "trained":
+        raise InvalidInput(f"version {version_id!r} is already trained")
+    try:
+        plan = TrainPlan(**json.loads(ctx.storage.get_bytes(f"{version['artifacts']}/plan.json")))
+    except NotFound:
+        raise InvalidInput(f"version {version_id!r} has no saved plan to resume from") from None
+    return run_version(ctx, app_id, model_id, version_id, plan, resume=True)
+
+
+def _save_plan(ctx: Context, prefix: str, plan: TrainPlan) -> None:
+    ctx.storage.put_bytes(f"{prefix}/plan.json", json.dumps(asdict(plan)).encode())

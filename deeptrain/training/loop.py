@@ -1,0 +1,235 @@
+"""The training loop: plain PyTorch, independent of Ray.
+
+``run_training(spec, data, host)`` trains one model. What differs between a Ray Train
+worker and a local process is behind two small interfaces: ``DataSource`` (where this
+worker's batches come from) and ``Host`` (rank, DDP wrapping, checkpoint/report,
+progress, cancellation). ``deeptrain.jobs`` provides the Ray versions; tests use local ones.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from deeptrain.models.tasks import predict_with_flips
+from deeptrain.params import HyperParams
+from deeptrain.templates import Template, get_template
+from deeptrain.training import metrics as task_metrics
+from deeptrain.training.augment import batch_generator, crop_flip_normalize
+from deeptrain.training.init_from import apply_init_from, load_state_dict_source
+from deeptrain.training.param_groups import make_optimizer, set_train_mode
+from deeptrain.training.schedule import StepSchedule
+
+
+@dataclass
+class TrainSpec:
+    """Everything a worker needs, as plain values (it travels as Ray's ``train_loop_config``)."""
+
+    task: str
+    template: str
+    params: dict[str, Any]  # HyperParams.model_dump(mode="json"), lrate resolved
+    concept_ids: list[str]
+    steps_per_epoch: int
+    world_size: int = 1
+
+    @property
+    def hyper(self) -> HyperParams:
+        return HyperParams.model_validate(self.params)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DataSource(Protocol):
+    def train_batches(self, epoch: int) -> Iterator[dict[str, Tensor]]:
+        """This worker's preprocessed batches for an epoch (at least ``steps_per_epoch`` of them)."""
+
+    def test_batches(self) -> Iterable[dict[str, Tensor]]:
+        """The whole test split, preprocessed (only rank 0 asks)."""
+
+
+class Host(Protocol):
+    rank: int
+    world_size: int
+
+    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+
+    def all_reduce_mean(self, value: float) -> float: ...
+
+    def restore(self) -> dict[str, Any] | None: ...
+
+    def report(self, metrics: dict[str, Any], state: dict[str, Any] | None) -> None: ...
+
+    def progress(self, info: dict[str, Any]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class _LossModule(nn.Module):
+    """Routes ``compute_loss`` through ``forward`` so a DDP wrapper syncs its gradients."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor, targets: Any) -> dict[str, Tensor]:
+        return self.model.compute_loss(images, targets)
+
+
+def task_kwargs(task: str, params: HyperParams) -> dict[str, Any]:
+    """The builder keyword arguments a task takes from the hyperparameters."""
+    if task == "classification":
+        return {"logreg": params.logreg}
+    if task == "embedding":
+        return {"embedding_dim": params.embedding_dim}
+    return {"use_perclass_regression": params.use_perclass_regression, "image_size": params.image_size}
+
+
+def build_model(task: str, template_name: str, params: HyperParams, num_classes: int) -> tuple[nn.Module, bool]:
+    """The template's model, initialized from ``init_from`` when given; (model, pretrained_base)."""
+    template = get_template(task, template_name)
+    model = template.build(num_classes, **task_kwargs(task, params))
+    if params.init_from:
+        apply_init_from(model, load_state_dict_source(params.init_from), template.head_prefixes)
+        return model, True
+    return model, False
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, template: Template, batches: Iterable[dict[str, Tensor]], params: HyperParams,
+             concept_ids: list[str], device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, raw outputs) on preprocessed test batches; raw outputs feed the report's plots."""
+    task = template.task
+    was_training = model.training
+    model.eval()
+    outputs: list[Any] = []
+    truths: list[Any] = []
+    for batch in batches:
+        x, y = crop_flip_normalize(batch, image_size=params.image_size, mean=template.mean, std=template.std,
+                                   train=False, flip=False)
+        out = predict_with_flips(model, task, x.to(device), params.average_horizontal_flips)
+        if task == "detection":
+            outputs.extend({k: v.cpu() for k, v in o.items()} for o in out)
+            truths.extend(y)
+        else:
+            outputs.append(out.cpu())
+            truths.append(y)
+    model.train(was_training)
+    if task == "detection":
+        return task_metrics.detection_metrics(outputs, truths, concept_ids), {"preds": outputs, "targets": truths}
+    scores, targets = torch.cat(outputs), torch.cat(truths)
+    if task == "embedding":
+        return task_metrics.embedding_metrics(scores, targets), {"embeddings": scores, "labels": targets}
+    return (task_metrics.classification_metrics(scores, targets, concept_ids, params.logreg),
+            {"scores": scores, "targets": targets})
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    lr: float
+    images_per_s: float
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any]:
+    """Train; returns ``{"history", "metrics", "stopped"}``. Checkpoints go through ``host.report``."""
+    params = spec.hyper
+    template = get_template(spec.task, spec.template)
+    device = torch.device("cuda" if params.use_gpu and torch.cuda.is_available() else "cpu")
+    torch.manual_seed(params.seed)
+    model, pretrained = build_model(spec.task, spec.template, params, len(spec.concept_ids))
+    optimizer = make_optimizer(model, template.head_prefixes, params, pretrained_base=pretrained)
+    scheduler = StepSchedule(optimizer, params)
+    frozen_base = pretrained and params.base_gradient_multiplier == 0
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    state = host.restore()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = state["history"]
+        start_epoch = state["epoch"]
+        torch.set_rng_state(state["rng"])
+    model.to(device)
+    loss_module = host.prepare_model(_LossModule(model))
+    global_batch = params.batch_size
+    total_steps = spec.steps_per_epoch * params.num_epochs
+    metrics: dict[str, Any] = dict(history[-1]["metrics"]) if history else {}
+    stopped = False
+    run_start = time.perf_counter()
+    steps_done_this_run = 0
+    for epoch in range(start_epoch, params.num_epochs):
+        set_train_mode(model, template.head_prefixes, frozen_base)
+        epoch_start = time.perf_counter()
+        loss_sum, steps = 0.0, 0
+        lr = optimizer.param_groups[0]["lr"]
+        batches = data.train_batches(epoch)
+        for step in range(spec.steps_per_epoch):
+            batch = next(batches)
+            x, y = crop_flip_normalize(
+                batch, image_size=params.image_size, mean=template.mean, std=template.std, train=True,
+                flip=params.average_horizontal_flips, generator=batch_generator(params.seed, epoch, host.rank, step),
+            )
+            x = x.to(device)
+            y = [{k: v.to(device) for k, v in t.items()} for t in y] if spec.task == "detection" else y.to(device)
+            with _autocast(params.precision, device):
+                loss = loss_module(x, y)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step {step}; "
+                                         "lower lrate or check the data")
+            loss_sum += loss_value
+            steps += 1
+            steps_done_this_run += 1
+            if host.rank == 0:
+                elapsed = time.perf_counter() - run_start
+                done = epoch * spec.steps_per_epoch + step + 1
+                rate = steps_done_this_run * global_batch / elapsed
+                host.progress({
+                    "epoch": epoch + 1, "num_epochs": params.num_epochs, "step": step + 1,
+                    "steps_per_epoch": spec.steps_per_epoch, "loss": loss_value, "lr": lr,
+                    "images_per_s": rate, "eta_s": (total_steps - done) * elapsed / steps_done_this_run,
+                })
+        scheduler.step()
+        seconds = time.perf_counter() - epoch_start
+        record = EpochRecord(epoch=epoch + 1, train_loss=host.all_reduce_mean(loss_sum / max(steps, 1)), lr=lr,
+                             images_per_s=steps * global_batch / seconds, seconds=seconds)
+        evaluate_now = (epoch + 1) % params.test_freq == 0 or epoch + 1 == params.num_epochs
+        stopped = host.should_stop()
+        raw: dict[str, Any] | None = None
+        if host.rank == 0 and (evaluate_now or stopped):
+            metrics, raw = evaluate(model, template, data.test_batches(), params, spec.concept_ids, device)
+            metrics = {"epoch": epoch + 1, **metrics}
+            record.metrics = metrics
+        history.append(asdict(record))
+        checkpoint = None
+        if host.rank == 0:
+            checkpoint = {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": epoch + 1, "history": history, "eval": raw, "rng": torch.get_rng_state(),
+            }
+        host.report({"epoch": epoch + 1, "train_loss": record.train_loss, "lr": lr,
+                     **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, checkpoint)
+        if stopped:
+            break
+    return {"history": history, "metrics": metrics, "stopped": stopped}

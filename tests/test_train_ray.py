@@ -1,0 +1,111 @@
+"""Training on Ray Train end to end (real local Ray cluster, real Fashion-MNIST images)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deeptrain.errors import InvalidInput, NotFound
+from deeptrain.sample_data import write_fashion_mnist_folder
+from tests import imagegen
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.ray
+
+TINY = {"image_size": 32, "num_epochs": 1, "batch_size": 20, "lrate": 0.05}
+
+
+@pytest.fixture(scope="session")
+def fashion_small(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fashion-small")
+    write_fashion_mnist_folder(root / "train", "train", per_class=20)
+    write_fashion_mnist_folder(root / "test", "test", per_class=5)
+    return root
+
+
+def _import(client, root: Path, app: str = "fashion") -> None:
+    client.create_app(app)
+    client.import_inputs(app, root / "train", format="imagefolder", split="train")
+    client.import_inputs(app, root / "test", format="imagefolder", split="test")
+
+
+def test_train_two_workers_artifacts_predict_evaluate(client, ray_cluster, fashion_small):
+    _import(client, fashion_small)
+    client.create_model("fashion", "clf", "classification", "ResNext", {"image_size": 32})
+    seen = []
+    v = client.train("fashion", "clf", {k: v for k, v in TINY.items() if k != "image_size"}, workers=2,
+                     on_version=seen.append)
+    assert seen and seen[0]["status"] == "queued"
+    assert v["status"] == "trained", v["error"]
+    assert v["params"]["lrate"] == 0.05 and v["params"]["num_workers"] == 2
+    assert len(v["concepts"]) == 10
+    for key in ("top1", "top5", "macro_f1", "confusion_matrix"):
+        assert key in v["metrics"]
+    assert v["progress"]["history"][0]["epoch"] == 1
+
+    files = set(client.ctx.storage.list(v["artifacts"]))
+    for name in ("weights.safetensors", "manifest.json", "report.json", "loss_lr.png", "confusion_matrix.png",
+                 "pr_curves.png"):
+        assert f"{v['artifacts']}/{name}" in files
+    manifest = json.loads(client.ctx.storage.get_bytes(f"{v['artifacts']}/manifest.json"))
+    assert manifest["concepts"] == v["concepts"] and manifest["dataset_version"]["id"] == v["dataset_version_id"]
+
+    image = next((fashion_small / "test").rglob("*.png")).read_bytes()
+    [pred] = client.predict("fashion", "clf", [image], top_k=3)
+    assert len(pred["concepts"]) == 3 and pred["concepts"][0]["value"] >= pred["concepts"][1]["value"]
+
+    evaluated = client.evaluate("fashion", "clf", v["id"])
+    assert evaluated["metrics"]["top1"] == pytest.approx(v["metrics"]["top1"], abs=1e-6)
+    assert client.report("fashion", "clf", v["id"])["plots"]
+
+
+def test_bad_training_requests_are_refused_before_any_worker(local_client, fashion_small):
+    c = local_client
+    c.create_app("empty")
+    c.add_input("empty", imagegen.png_bytes())
+    c.create_model("empty", "m", "classification", "ResNext", {"image_size": 32})
+    with pytest.raises(InvalidInput, match="no labelled training inputs"):
+        c.train("empty", "m")
+    _import(c, fashion_small)
+    c.create_model("fashion", "m", "classification", "ResNext", TINY)
+    with pytest.raises(NotFound, match="dataset version 'nope' does not exist"):
+        c.train("fashion", "m", dataset_version="nope")
+    with pytest.raises(InvalidInput, match="batch_size"):
+        c.train("fashion", "m", {"batch_size": 5000})
+    with pytest.raises(InvalidInput, match="lrat"):
+        c.train("fashion", "m", {"lrat": 0.1})
+    c.add_input("fashion", imagegen.png_bytes((1, 2, 3)), concepts=["Bag", "Dress"], split="train", input_id="multi")
+    with pytest.raises(InvalidInput, match="exactly one concept per input.*multi"):
+        c.train("fashion", "m", {"logreg": False})
+    c.create_concept("fashion", "hat")
+    c.create_model("fashion", "with-hat", "classification", "ResNext", TINY, concepts=["bag", "hat"])
+    with pytest.raises(InvalidInput, match="hat have no training inputs"):
+        c.train("fashion", "with-hat")
+    assert all(c.list_versions("fashion", m) == [] for m in ("m", "with-hat"))
+
+
+def test_cli_train_json_and_versions(local_settings, fashion_small):
+    def cli(*args):
+        proc = run_cli(local_settings, *args, "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return json.loads(proc.stdout)
+
+    cli("apps", "create", "fashion")
+    cli("inputs", "import", "fashion", str(fashion_small / "train"), "--format", "imagefolder", "--split", "train")
+    cli("inputs", "import", "fashion", str(fashion_small / "test"), "--format", "imagefolder", "--split", "test")
+    cli("models", "create", "fashion", "clf", "--task", "classification", "--template", "ResNext",
+        "--param", "image_size=32")
+    v = cli("models", "train", "fashion", "clf", "--param", "num_epochs=1", "--param", "batch_size=20",
+            "--param", "per_128_lrate=0.2", "--workers", "1")
+    assert v["status"] == "trained" and v["params"]["lrate"] == pytest.approx(0.2 * 20 / 128)
+    assert {"top1", "top5"} <= set(v["metrics"])
+    assert [x["id"] for x in cli("models", "versions", "fashion", "clf")] == [v["id"]]
+    shown = cli("models", "show", "fashion", "clf", v["id"])
+    assert shown["dataset_version_id"] == v["dataset_version_id"]
+    image = str(next((fashion_small / "test").rglob("*.png")))
+    [pred] = cli("predict", "fashion", "clf", image)
+    assert len(pred["concepts"]) == 10
+    path = run_cli(local_settings, "models", "report", "fashion", "clf", v["id"], "--open", check=True).stdout.strip()
+    assert (Path(path) / "report.json").is_file()
