@@ -79,6 +79,31 @@ def deepforest_data_dir() -> Path:
 SHAPES = ("circle", "square", "triangle")
 
 
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], color: tuple) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=color)
+    elif shape == "square":
+        draw.rectangle(box, fill=color)
+    else:
+        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=color)
+
+
+def write_shapes_folder(out: Path, split: str = "train", per_class: int = 100, size: int = 32) -> int:
+    """One rendered shape per image in ``<out>/<shape>/<split>-<n>.png`` (synthetic classification set)."""
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    for shape in SHAPES:
+        (out / shape).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            img = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 80, 3)))
+            w = int(rng.integers(size // 3, size - 2))
+            x0, y0 = (int(v) for v in rng.integers(0, size - w, 2))
+            _draw_shape(ImageDraw.Draw(img), shape, (x0, y0, x0 + w, y0 + w),
+                        tuple(int(v) for v in rng.integers(150, 256, 3)))
+            img.save(out / shape / f"{split}-{n:05d}.png")
+    return per_class * len(SHAPES)
+
+
 def write_shapes_voc(out: Path, n_images: int = 60, size: int = 128, seed: int = 0) -> int:
     """Rendered shapes with exact VOC boxes: ``<out>/<name>.png`` + ``<name>.xml``."""
     from deeptrain.formats import ExportItem, Region
@@ -94,14 +119,7 @@ def write_shapes_voc(out: Path, n_images: int = 60, size: int = 128, seed: int =
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
             w = int(rng.integers(size // 6, size // 3))
             x0, y0 = (int(v) for v in rng.integers(0, size - w, 2))
-            color = tuple(int(v) for v in rng.integers(150, 256, 3))
-            box = (x0, y0, x0 + w, y0 + w)
-            if shape == "circle":
-                draw.ellipse(box, fill=color)
-            elif shape == "square":
-                draw.rectangle(box, fill=color)
-            else:
-                draw.polygon([(x0, y0 + w), (x0 + w, y0 + w), (x0 + w / 2, y0)], fill=color)
+            _draw_shape(draw, shape, (x0, y0, x0 + w, y0 + w), tuple(int(v) for v in rng.integers(150, 256, 3)))
             regions.append(Region(shape, y0 / size, x0 / size, (y0 + w) / size, (x0 + w) / size))
         buf = io.BytesIO()
         img.save(buf, format="PNG")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any, Optional
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from deeptrain.cli.output import JsonOption, emit, print_json, stderr, stdout, table
+from deeptrain.cli.follow import train_with_progress
+from deeptrain.cli.output import JsonOption, emit, print_json, stdout, table
 from deeptrain.params import parse_cli_params
 from deeptrain.sdk import Client
 
@@ -19,13 +17,7 @@ ParamOption = typer.Option(None, "--param", "-p", help="Hyperparameter as name=v
 
 
 def _params(values: Optional[list[str]]) -> dict[str, Any]:
-    from deeptrain.errors import InvalidInput
-    from deeptrain.params import ParamError
-
-    try:
-        return parse_cli_params(values or [])
-    except ParamError as exc:
-        raise InvalidInput(str(exc)) from None
+    return parse_cli_params(values or [])
 
 
 @models_app.command("create")
@@ -64,29 +56,6 @@ def _render_version(v: dict[str, Any]) -> None:
                      f"ETA {progress.get('eta_s', 0):.0f}s")
 
 
-def _follow(client: Client, app: str, model: str, holder: dict[str, Any], worker: threading.Thread) -> None:
-    """Draw the version's live progress (read from the store) until the training thread ends."""
-    columns = (TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[rate]} img/s ETA {task.fields[eta]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=stderr) as bar:
-        task = bar.add_task("train", total=None, epoch="-", loss="-", lr="-", rate="-", eta="-")
-        while worker.is_alive():
-            worker.join(0.5)
-            if "version" not in holder:
-                continue
-            try:
-                p = client.get_version(app, model, holder["version"]["id"]).get("progress") or {}
-            except Exception:  # the store may be briefly busy; keep drawing
-                continue
-            if p.get("steps_per_epoch"):
-                total = p["num_epochs"] * p["steps_per_epoch"]
-                done = (p["epoch"] - 1) * p["steps_per_epoch"] + p["step"]
-                bar.update(task, total=total, completed=done, epoch=f"{p['epoch']}/{p['num_epochs']}",
-                           loss=f"{p['loss']:.4f}", lr=f"{p['lr']:.3g}", rate=f"{p['images_per_s']:.0f}",
-                           eta=f"{p['eta_s']:.0f}s")
-
-
 @models_app.command("train")
 def models_train(
     app: str, model: str,
@@ -98,33 +67,13 @@ def models_train(
 ):
     """Train a new version (or --resume one); waits and prints the finished version. Ctrl-C asks to cancel."""
     client = Client()
-    holder: dict[str, Any] = {}
     if resume:
-        holder["version"] = client.get_version(app, model, resume)
-
-    def run() -> None:
-        try:
-            if resume:
-                holder["result"] = client.resume(app, model, resume)
-            else:
-                holder["result"] = client.train(app, model, _params(param), workers=workers,
-                                                dataset_version=dataset_version,
-                                                on_version=lambda v: holder.__setitem__("version", v))
-        except BaseException as exc:  # re-raised in the main thread
-            holder["error"] = exc
-
-    worker = threading.Thread(target=run, name="train", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        try:
-            _follow(client, app, model, holder, worker)
-        except KeyboardInterrupt:
-            if "version" in holder and typer.confirm("\nCancel this training run?", default=False, err=True):
-                client.cancel(app, model, holder["version"]["id"])
-                stderr.print("cancel requested: stopping after the current epoch …")
-    if "error" in holder:
-        raise holder["error"]
-    emit(holder["result"], json, _render_version)
+        result = train_with_progress(client, app, model, lambda _: client.resume(app, model, resume),
+                                     client.get_version(app, model, resume))
+    else:
+        result = train_with_progress(client, app, model, lambda on_version: client.train(
+            app, model, _params(param), workers=workers, dataset_version=dataset_version, on_version=on_version))
+    emit(result, json, _render_version)
 
 
 @models_app.command("versions")

@@ -20,6 +20,12 @@ def ensure_ray() -> None:
 
     if ray.is_initialized():
         return
+    import logging
+
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "300")
     address = os.environ.get("RAY_ADDRESS")
     if address:

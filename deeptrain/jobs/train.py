@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from deeptrain.config import Settings
 from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
-from deeptrain.params import HyperParams, ParamError, resolve_params
+from deeptrain.params import HyperParams, resolve_params
 from deeptrain.services import datasets as dataset_service
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
@@ -59,10 +59,7 @@ def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
     """Validate and plan a run; every refusal names what to fix."""
     model = model_service.get_model(ctx, app_id, model_id)
     template = get_template(model["task"], model["template"])
-    try:
-        params = resolve_params(template, {**model["params"], **overrides, "num_workers": num_workers}, num_workers)
-    except ParamError as exc:
-        raise InvalidInput(str(exc)) from None
+    params = resolve_params(template, {**model["params"], **overrides, "num_workers": num_workers}, num_workers)
     if dataset_version_id is None:
         dataset = dataset_service.snapshot(ctx, app_id, test_fraction=params.test_fraction)
     else:

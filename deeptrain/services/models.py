@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
-from deeptrain.params import ParamError, resolve_params
+from deeptrain.params import resolve_params
 from deeptrain.services.context import Context, app_prefix, require_app
 from deeptrain.store import Concept, Model, ModelVersion
 from deeptrain.templates import TemplateError, get_template
@@ -42,19 +42,15 @@ def version_dict(v: ModelVersion) -> dict[str, Any]:
     }
 
 
-def _params_error(exc: Exception) -> InvalidInput:
-    return InvalidInput(str(exc))
-
-
 def create_model(ctx: Context, app_id: str, model_id: str, task: str, template: str,
                  params: dict[str, Any] | None = None, concepts: Iterable[str] | None = None) -> dict[str, Any]:
     """Define a model; its params are validated now so a typo fails here, not at training time."""
     check_id(model_id, "model")
     try:
         tmpl = get_template(task, template)
-        resolve_params(tmpl, dict(params or {}))
-    except (TemplateError, ParamError) as exc:
-        raise _params_error(exc) from None
+    except TemplateError as exc:
+        raise InvalidInput(str(exc)) from None
+    resolve_params(tmpl, dict(params or {}))  # a ParamError is an InvalidInput naming the parameter
     with ctx.store.session() as s:
         require_app(s, app_id)
         if s.get(Model, (app_id, model_id)) is not None:

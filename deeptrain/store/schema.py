@@ -80,7 +80,8 @@ class Annotation(Base):
             ["app_id", "input_id"], ["inputs.app_id", "inputs.id"], ondelete="CASCADE", name="fk_annotations_input"
         ),
         ForeignKeyConstraint(
-            ["app_id", "concept_id"], ["concepts.app_id", "concepts.id"], name="fk_annotations_concept"
+            ["app_id", "concept_id"], ["concepts.app_id", "concepts.id"], ondelete="CASCADE",
+            name="fk_annotations_concept"
         ),
         Index("ix_annotations_input", "app_id", "input_id"),
         Index("ix_annotations_concept", "app_id", "concept_id"),

@@ -58,7 +58,8 @@ def upgrade() -> None:
             ["app_id", "input_id"], ["inputs.app_id", "inputs.id"], ondelete="CASCADE", name="fk_annotations_input"
         ),
         sa.ForeignKeyConstraint(
-            ["app_id", "concept_id"], ["concepts.app_id", "concepts.id"], name="fk_annotations_concept"
+            ["app_id", "concept_id"], ["concepts.app_id", "concepts.id"], ondelete="CASCADE",
+            name="fk_annotations_concept"
         ),
     )
     op.create_index("ix_annotations_input", "annotations", ["app_id", "input_id"])
