@@ -182,3 +182,9 @@ class Client:
         for d in datas:
             inspect_image(d, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
         return predict_bytes(self.load_version(app_id, model_id, version_id), datas, threshold=threshold, top_k=top_k)
+
+    def export(self, app_id: str, model_id: str, version_id: str, fmt: str, out: str | Path) -> dict[str, Any]:
+        """Export a trained version to ONNX or TorchScript; reports the parity (max abs diff)."""
+        from deeptrain.export import export_version
+
+        return export_version(self.load_version(app_id, model_id, version_id), fmt, out)

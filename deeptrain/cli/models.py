@@ -117,6 +117,15 @@ def models_report(app: str, model: str, version: str,
         emit({k: report[k] for k in ("path", "plots")}, False)
 
 
+@models_app.command("export")
+def models_export(app: str, model: str, version: str,
+                  format: str = typer.Option(..., "--format", "-f", help="onnx or torchscript."),
+                  out: str = typer.Option(..., "--out", "-o", help="Output file."),
+                  json: bool = JsonOption):
+    """Export a trained version; prints the max abs difference to PyTorch on a test batch."""
+    emit(Client().export(app, model, version, format, out), json)
+
+
 def predict_command(
     app: str, model: str, images: list[str] = typer.Argument(..., help="Image files."),
     version: Optional[str] = typer.Option(None, help="Model version (default: the model's default/newest)."),

@@ -170,6 +170,16 @@ class RayData:
         return ray.train.get_dataset_shard("test").iter_torch_batches(batch_size=64)
 
 
+def worker_torch_threads(workers_on_node: int) -> int:
+    """Torch threads per training worker: the node's cores shared by its workers.
+
+    Ray sets OMP_NUM_THREADS=1 for fractional-CPU actors; a worker given 0.5 CPU for
+    scheduling would then use one core even when it is alone on the machine.
+    """
+    override = os.environ.get("DEEPTRAIN_TORCH_THREADS")
+    return int(override) if override else max(1, (os.cpu_count() or 1) // max(1, workers_on_node))
+
+
 class RayHost:
     """Ray Train's side of the loop: DDP, checkpoints, progress and cancellation via the store."""
 
@@ -180,6 +190,9 @@ class RayHost:
 
         context = ray.train.get_context()
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+        import torch
+
+        torch.set_num_threads(worker_torch_threads(context.get_local_world_size()))
         self.version = version
         self._settings_env = settings_env
         self._ctx: Context | None = None
@@ -270,6 +283,7 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
     """Run (or resume) a version's training on Ray Train; returns the finished version."""
     import ray.train
     import torch
+    from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
     from deeptrain.jobs.cluster import ensure_ray, worker_env
@@ -300,7 +314,10 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
                 worker_runtime_env={"env_vars": env}),
             datasets={"train": build_ray_dataset(ctx, app_id, model["task"], plan, "train"),
                       "test": build_ray_dataset(ctx, app_id, model["task"], plan, "test")},
-            dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+            # preserve_order: with a seeded local shuffle, one worker sees the same batches on every run,
+            # so a resumed run repeats an uninterrupted one
+            dataset_config=ray.train.DataConfig(datasets_to_split=["train"],
+                                                execution_options=ExecutionOptions(preserve_order=True)),
             resume_from_checkpoint=_latest_checkpoint(ctx, run_prefix) if resume else None,
         )
         model_service.update_version(ctx, *key, status="training", error=None, cancel_requested=False)
@@ -328,7 +345,8 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
     write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
     write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
     return model_service.update_version(ctx, *key, status="cancelled" if stopped else "trained", metrics=metrics,
-                                        progress={**(version.get("progress") or {}), "history": history})
+                                        progress={**(version.get("progress") or {}), "history": history,
+                                                  "restores": state.get("restores", [])})
 
 
 def train(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,

@@ -72,21 +72,14 @@ class InitReport:
 # --- reading --------------------------------------------------------------------------
 
 def _filesystem(uri: str) -> tuple[Any, str]:
-    """(pyarrow filesystem, path) for a file:// or s3:// URI."""
-    import pyarrow.fs as pafs
+    """(pyarrow filesystem, path) for a file:// or s3:// URI, configured as the service's storage."""
+    from deeptrain.errors import InvalidInput
+    from deeptrain.storage import filesystem_for
 
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        from deeptrain.storage import s3_filesystem  # standard AWS variables, endpoint override
-
-        if not parsed.netloc:
-            raise InitFromError(f"init_from {uri!r}: missing bucket name")
-        return s3_filesystem(), f"{parsed.netloc}{parsed.path}".rstrip("/")
-    if parsed.scheme == "file":
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path
-    raise InitFromError(f"init_from {uri!r}: unsupported scheme {parsed.scheme!r}; use a local path, "
-                        "file:///path or s3://bucket/key (nothing is downloaded from the internet)")
+    try:
+        return filesystem_for(uri)
+    except InvalidInput as exc:
+        raise InitFromError(f"init_from {uri!r}: {exc} (nothing is downloaded from the internet)") from None
 
 
 def _read(uri_or_path: str) -> tuple[bytes, str]:

@@ -158,6 +158,7 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
     scheduler = StepSchedule(optimizer, params)
     frozen_base = pretrained and params.base_gradient_multiplier == 0
     history: list[dict[str, Any]] = []
+    restores: list[int] = []  # epochs this run was restored at (worker restarts, --resume)
     start_epoch = 0
     state = host.restore()
     if state is not None:
@@ -167,6 +168,7 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
         history = state["history"]
         start_epoch = state["epoch"]
         torch.set_rng_state(state["rng"])
+        restores = [*state.get("restores", []), start_epoch]
     model.to(device)
     loss_module = host.prepare_model(_LossModule(model))
     global_batch = params.batch_size
@@ -227,9 +229,10 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
             checkpoint = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1, "history": history, "eval": raw, "rng": torch.get_rng_state(),
+                "restores": restores,
             }
         host.report({"epoch": epoch + 1, "train_loss": record.train_loss, "lr": lr,
                      **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, checkpoint)
         if stopped:
             break
-    return {"history": history, "metrics": metrics, "stopped": stopped}
+    return {"history": history, "metrics": metrics, "stopped": stopped, "restores": restores}
