@@ -76,6 +76,41 @@ def deepforest_data_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
+def write_deepforest_tiles(out: Path, images: list[str], tile: int = 200, min_visible: float = 0.5) -> int:
+    """Cut deepforest's large VOC-labelled aerial images into ``tile`` px squares.
+
+    ``images`` are XML file stems inside :func:`deepforest_data_dir`. A box is kept in
+    a tile when at least ``min_visible`` of its area lies inside (clipped to the tile);
+    edge strips narrower than a tile are dropped. Writes VOC (``JPEGImages/`` +
+    ``Annotations/``) and returns the number of boxes written.
+    """
+    from deeptrain.formats import ExportItem, Region
+    from deeptrain.formats import voc
+
+    source = deepforest_data_dir()
+    items, boxes = [], 0
+    for stem in images:
+        record = voc.record_from_xml(source / f"{stem}.xml")
+        image = Image.open(io.BytesIO(record.read_bytes())).convert("RGB")
+        for y in range(0, image.height - tile + 1, tile):
+            for x in range(0, image.width - tile + 1, tile):
+                regions = []
+                for r in record.regions:
+                    top, left = max(r.top_row, y), max(r.left_col, x)
+                    bottom, right = min(r.bottom_row, y + tile), min(r.right_col, x + tile)
+                    area = (r.bottom_row - r.top_row) * (r.right_col - r.left_col)
+                    if bottom > top and right > left and (bottom - top) * (right - left) >= min_visible * area:
+                        regions.append(Region(r.concept, (top - y) / tile, (left - x) / tile,
+                                              (bottom - y) / tile, (right - x) / tile))
+                buf = io.BytesIO()
+                image.crop((x, y, x + tile, y + tile)).save(buf, format="PNG")
+                items.append(ExportItem(f"{stem}-{y:05d}-{x:05d}", "png", tile, tile,
+                                        lambda d=buf.getvalue(): d, regions=regions))
+                boxes += len(regions)
+    voc.write(items, out, sorted({r.concept for item in items for r in item.regions}))
+    return boxes
+
+
 SHAPES = ("circle", "square", "triangle")
 
 

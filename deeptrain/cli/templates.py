@@ -23,7 +23,7 @@ def templates_list(json: bool = JsonOption):
 @templates_app.command("show")
 def templates_show(task: str, name: str, json: bool = JsonOption):
     """Every parameter with type, default, valid range and meaning, plus the parameter count at 1000 classes."""
-    from deeptrain.models.tasks import count_reference_params
+    from deeptrain.models.tasks import count_params, count_reference_params
 
     template = get_template(task, name)
     doc: dict[str, Any] = {
@@ -31,6 +31,7 @@ def templates_show(task: str, name: str, json: bool = JsonOption):
         "reference": template.reference, "min_image_size": template.min_image_size,
         "mean": list(template.mean), "std": list(template.std), "head_prefixes": list(template.head_prefixes),
         "num_params": count_reference_params(template), "reference_num_params": template.reference_num_params,
+        "task_model_num_params": count_params(template.build(1000)),
         "params": describe_params(template),
     }
 
@@ -39,6 +40,7 @@ def templates_show(task: str, name: str, json: bool = JsonOption):
         stdout.print(f"reference: {d['reference']}")
         stdout.print(f"parameters at 1000 classes: {d['num_params']:,} (published {d['reference_num_params']:,}); "
                      f"minimum image_size {d['min_image_size']}")
+        stdout.print(f"the {d['task']} model as trained here, at 1000 concepts: {d['task_model_num_params']:,} parameters")
         table(d["params"], ["name", "type", "default", "range", "source", "description"], "hyperparameters")
 
     emit(doc, json, render)

@@ -45,7 +45,7 @@ def _number(obj: ET.Element, tag: str, where: str) -> float:
         raise InvalidInput(f"{where}: <bndbox><{tag}> is missing or not a number ({text!r})") from None
 
 
-def _record(xml_path: Path) -> ImportRecord:
+def record_from_xml(xml_path: Path) -> ImportRecord:
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
@@ -72,7 +72,7 @@ def _record(xml_path: Path) -> ImportRecord:
 def read(root: Path) -> Iterator[ReaderItem]:
     for xml_path in _xml_files(root):
         try:
-            yield _record(xml_path)
+            yield record_from_xml(xml_path)
         except InvalidInput as exc:
             yield Rejection(str(xml_path), str(exc))
 
