@@ -268,19 +268,13 @@ def ray_train_loop(config: dict[str, Any]) -> None:
 # --- driver side ------------------------------------------------------------------------
 
 
-def _latest_checkpoint(ctx: Context, run_prefix: str):
-    """The newest checkpoint Ray Train wrote for a version, to resume from."""
-    import ray.train
+def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan) -> dict[str, Any]:
+    """Run (or resume) a version's training on Ray Train; returns the finished version.
 
-    dirs = sorted({k.split("/")[-2] for k in ctx.storage.list(run_prefix) if k.endswith("/state.pt")})
-    if not dirs:
-        return None
-    return ray.train.Checkpoint(path=ctx.storage.path(f"{run_prefix}/{dirs[-1]}"), filesystem=ctx.storage.fs)
-
-
-def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan,
-                resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) a version's training on Ray Train; returns the finished version."""
+    Resuming needs nothing special: the run's name and storage path are fixed per
+    version, and Ray Train (V2) reloads the checkpoint list it left there, so
+    ``ray.train.get_checkpoint()`` hands the workers the newest checkpoint.
+    """
     import ray.train
     import torch
     from ray.data import ExecutionOptions
@@ -297,7 +291,6 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
     spec = TrainSpec(task=model["task"], template=model["template"], params=plan.params, concept_ids=plan.concepts,
                      steps_per_epoch=plan.steps_per_epoch, world_size=params.num_workers)
     prefix = version["artifacts"]
-    run_prefix = f"{prefix}/ray"
     try:
         ensure_ray()
         env = worker_env(ctx.settings.as_env())
@@ -318,7 +311,6 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
             # so a resumed run repeats an uninterrupted one
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"],
                                                 execution_options=ExecutionOptions(preserve_order=True)),
-            resume_from_checkpoint=_latest_checkpoint(ctx, run_prefix) if resume else None,
         )
         model_service.update_version(ctx, *key, status="training", error=None, cancel_requested=False)
         result = trainer.fit()
@@ -370,7 +362,7 @@ def resume(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[st
         plan = TrainPlan(**json.loads(ctx.storage.get_bytes(f"{version['artifacts']}/plan.json")))
     except NotFound:
         raise InvalidInput(f"version {version_id!r} has no saved plan to resume from") from None
-    return run_version(ctx, app_id, model_id, version_id, plan, resume=True)
+    return run_version(ctx, app_id, model_id, version_id, plan)
 
 
 def _save_plan(ctx: Context, prefix: str, plan: TrainPlan) -> None:
