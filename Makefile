@@ -28,7 +28,7 @@ test-fast: venv
 
 ## import a real data set, train, evaluate and serve one prediction (embedded: local Ray, files, SQLite)
 demo: venv
-	$(PY) -m deeptrain.demo
+	$(PY) -m serve.demo
 
 ## benchmarks, each printing ratios against a bare baseline measured in the same run
 bench: venv

@@ -31,3 +31,15 @@ class StorageError(DeeptrainError):
     """Object storage is unreachable or misconfigured."""
 
     code = "storage_error"
+
+
+class Unauthorized(DeeptrainError):
+    """No API key, an unknown one, or a revoked one."""
+
+    code = "unauthorized"
+
+
+class Forbidden(DeeptrainError):
+    """A valid API key without the right to this app or this action."""
+
+    code = "forbidden"

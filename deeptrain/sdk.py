@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from deeptrain.config import Settings
 from deeptrain.formats import ImportRecord, Region
-from deeptrain.services import apps, concepts, datasets, inputs
+from deeptrain.services import apps, concepts, datasets, inputs, keys
 from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
@@ -182,6 +182,17 @@ class Client:
         for d in datas:
             inspect_image(d, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
         return predict_bytes(self.load_version(app_id, model_id, version_id), datas, threshold=threshold, top_k=top_k)
+
+    # --- API keys ---------------------------------------------------------------------
+    def create_key(self, app_id: str, scopes: Iterable[str] = ("predict",), name: str = "") -> dict[str, Any]:
+        """A new API key for the HTTP API; ``key`` in the result is shown only this once."""
+        return keys.create_key(self.ctx, app_id, scopes, name)
+
+    def list_keys(self, app_id: str) -> list[dict[str, Any]]:
+        return keys.list_keys(self.ctx, app_id)
+
+    def revoke_key(self, app_id: str, key_id: str) -> dict[str, Any]:
+        return keys.revoke_key(self.ctx, app_id, key_id)
 
     def export(self, app_id: str, model_id: str, version_id: str, fmt: str, out: str | Path) -> dict[str, Any]:
         """Export a trained version to ONNX or TorchScript; reports the parity (max abs diff)."""

@@ -108,3 +108,20 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def fashion_small(tmp_path_factory) -> Path:
+    """200 Fashion-MNIST training and 50 test images as image folders."""
+    from deeptrain.sample_data import write_fashion_mnist_folder
+
+    root = tmp_path_factory.mktemp("fashion-small")
+    write_fashion_mnist_folder(root / "train", "train", per_class=20)
+    write_fashion_mnist_folder(root / "test", "test", per_class=5)
+    return root
+
+
+def import_fashion(client: Client, root: Path, app: str = "fashion") -> None:
+    client.create_app(app)
+    client.import_inputs(app, root / "train", format="imagefolder", split="train")
+    client.import_inputs(app, root / "test", format="imagefolder", split="test")

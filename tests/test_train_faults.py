@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_train_ray import _import, fashion_small  # noqa: F401  (session fixture)
+from tests.conftest import import_fashion
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -42,9 +42,9 @@ def _train_worker_pids() -> list[int]:
     return sorted(pids)
 
 
-def test_killed_worker_recovers_from_checkpoint(local_client, ray_cluster, fashion_small):  # noqa: F811
+def test_killed_worker_recovers_from_checkpoint(local_client, ray_cluster, fashion_small):
     c = local_client
-    _import(c, fashion_small)
+    import_fashion(c, fashion_small)
     c.create_model("fashion", "clf", "classification", "ResNext", PARAMS)
     holder: dict = {}
     thread = threading.Thread(target=lambda: holder.update(
@@ -65,12 +65,12 @@ def test_killed_worker_recovers_from_checkpoint(local_client, ray_cluster, fashi
     assert pids[-1] not in _train_worker_pids()
 
 
-def test_killed_driver_is_resumable_and_matches_an_uninterrupted_run(local_client, ray_cluster, fashion_small):  # noqa: F811
+def test_killed_driver_is_resumable_and_matches_an_uninterrupted_run(local_client, ray_cluster, fashion_small):
     """One worker, same seed: the resumed run ends with the same metrics as an uninterrupted one."""
     import ray
 
     c = local_client
-    _import(c, fashion_small)
+    import_fashion(c, fashion_small)
     c.create_model("fashion", "clf", "classification", "ResNext", PARAMS)
     reference = c.train("fashion", "clf", workers=1)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from deeptrain.errors import InvalidInput, NotFound
-from deeptrain.sample_data import write_fashion_mnist_folder
 from tests import imagegen
-from tests.conftest import run_cli
+from tests.conftest import import_fashion, run_cli
 
 pytestmark = pytest.mark.ray
 
@@ -18,22 +17,8 @@ TINY = {"image_size": 32, "num_epochs": 1, "batch_size": 20, "lrate": 0.05}
 LOSS_CURVE_TOLERANCE = 0.066  # train loss, absolute, per epoch (see the 1 vs 2 workers test)
 
 
-@pytest.fixture(scope="session")
-def fashion_small(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fashion-small")
-    write_fashion_mnist_folder(root / "train", "train", per_class=20)
-    write_fashion_mnist_folder(root / "test", "test", per_class=5)
-    return root
-
-
-def _import(client, root: Path, app: str = "fashion") -> None:
-    client.create_app(app)
-    client.import_inputs(app, root / "train", format="imagefolder", split="train")
-    client.import_inputs(app, root / "test", format="imagefolder", split="test")
-
-
 def test_train_two_workers_artifacts_predict_evaluate(client, ray_cluster, fashion_small):
-    _import(client, fashion_small)
+    import_fashion(client, fashion_small)
     client.create_model("fashion", "clf", "classification", "ResNext", {"image_size": 32})
     seen = []
     v = client.train("fashion", "clf", {k: v for k, v in TINY.items() if k != "image_size"}, workers=2,
@@ -69,7 +54,7 @@ def test_bad_training_requests_are_refused_before_any_worker(local_client, fashi
     c.create_model("empty", "m", "classification", "ResNext", {"image_size": 32})
     with pytest.raises(InvalidInput, match="no labelled training inputs"):
         c.train("empty", "m")
-    _import(c, fashion_small)
+    import_fashion(c, fashion_small)
     c.create_model("fashion", "m", "classification", "ResNext", TINY)
     with pytest.raises(NotFound, match="dataset version 'nope' does not exist"):
         c.train("fashion", "m", dataset_version="nope")
@@ -123,7 +108,7 @@ def test_one_and_two_workers_give_matching_loss_curves(local_client, ray_cluster
     on seeds 7, 8, 9: at most 0.033 per epoch; 1 vs 2 workers measured 0.043).
     """
     c = local_client
-    _import(c, fashion_small)
+    import_fashion(c, fashion_small)
     params = {**TINY, "lrate": 0.02, "num_epochs": 4, "init_epochs": 4, "test_freq": 4, "seed": 7}
     c.create_model("fashion", "clf", "classification", "ResNext", params)
     one = c.train("fashion", "clf", workers=1)

@@ -77,3 +77,56 @@ def test_non_finite_loss_is_a_clear_error():
     spec, data = _setup(1, lrate=1e9)
     with pytest.raises(FloatingPointError, match="lower lrate"):
         run_training(spec, data, LocalHost())
+
+
+def _box_rows(n: int, seed: int) -> pa.Table:
+    """One bright square per dark image, its box in Clarifai's normalized convention."""
+    from PIL import Image, ImageDraw
+    import io
+
+    rng = np.random.default_rng(seed)
+    images, boxes = [], []
+    for _ in range(n):
+        img = Image.new("RGB", (96, 96), (20, 20, 20))
+        x, y, w = int(rng.integers(0, 50)), int(rng.integers(0, 50)), int(rng.integers(24, 44))
+        ImageDraw.Draw(img).rectangle((x, y, x + w, y + w), fill=(230, 230, 230))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        images.append(buf.getvalue())
+        boxes.append([{"top_row": y / 96, "left_col": x / 96, "bottom_row": (y + w) / 96, "right_col": (x + w) / 96,
+                       "concept": 0}])
+    return pa.table({"image": images, "width": [96] * n, "height": [96] * n, "concepts": [[] for _ in range(n)],
+                     "boxes": boxes})
+
+
+@pytest.mark.parametrize("task,template_name", [("classification", "ResNext"), ("detection", "InceptionV2"),
+                                                ("embedding", "ResNext")])
+def test_every_task_trains_evaluates_and_writes_its_report(tmp_path, task, template_name):
+    from deeptrain.storage import Storage
+    from deeptrain.training.report import write_report
+
+    size = 32 if task != "detection" else 96
+    template = get_template(task, template_name)
+    params = resolve_params(template, {"image_size": size, "batch_size": 4, "num_epochs": 1, "lrate": 0.01,
+                                       "seed": 1})
+    if task == "detection":
+        concept_ids = ["square"]
+        pre = Preprocessor(task=task, image_size=size, canvas=size, class_map=[0], num_classes=1, max_boxes=1)
+        train, test = _box_rows(8, 0), _box_rows(4, 1)
+    else:
+        concept_ids = ["dark", "bright"]
+        pre = Preprocessor(task=task, image_size=size, canvas=48, class_map=[0, 1], num_classes=2)
+        train, test = _rows(8, 0), _rows(8, 1)
+    spec = TrainSpec(task=task, template=template_name, params=params.model_dump(mode="json"),
+                     concept_ids=concept_ids, steps_per_epoch=2)
+    host = LocalHost()
+    result = run_training(spec, LocalData(train, test, pre, batch_size=4, seed=1), host)
+    expected = {"classification": ("top1", ["confusion_matrix.png", "loss_lr.png", "pr_curves.png"]),
+                "detection": ("ap50", ["ap_per_concept.png", "detection_samples.png", "loss_lr.png"]),
+                "embedding": ("recall@1", ["loss_lr.png", "recall_at_k.png"])}[task]
+    assert expected[0] in result["metrics"]
+    storage = Storage(str(tmp_path / "storage"))
+    report = write_report(storage, "v", task, concept_ids, result["history"], host.checkpoints[-1]["eval"])
+    assert report["plots"] == expected[1]
+    for name in expected[1]:
+        assert storage.get_bytes(f"v/{name}").startswith(b"\x89PNG")

@@ -16,6 +16,7 @@ apps_app = typer.Typer(help="Create, list and delete apps.", no_args_is_help=Tru
 concepts_app = typer.Typer(help="Manage an app's concepts (labels).", no_args_is_help=True)
 inputs_app = typer.Typer(help="Import, list and export an app's images and labels.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Snapshot immutable Parquet dataset versions.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys of an app for the HTTP API (shown once, stored hashed).", no_args_is_help=True)
 
 FORMAT_HELP = f"One of: {', '.join(FORMATS)}."
 
@@ -141,3 +142,24 @@ def datasets_list(app: str, json: bool = JsonOption):
 @datasets_app.command("show")
 def datasets_show(app: str, version: str, json: bool = JsonOption):
     emit(Client().get_dataset(app, version), json, _render_dataset)
+
+
+@keys_app.command("create")
+def keys_create(app: str,
+                scope: list[str] = typer.Option(["predict"], help="predict, search, read or write; repeatable."),
+                name: str = typer.Option("", help="A label for listings."), json: bool = JsonOption):
+    """Create a key; it is printed only now: store it, send it as 'Authorization: Key <key>'."""
+    key = Client().create_key(app, scope, name)
+    emit(key, json, lambda k: stdout.print(f"key {k['id']} ({', '.join(k['scopes'])}) for app {k['app_id']}:\n"
+                                           f"{k['key']}\nshown only now; store it safely"))
+
+
+@keys_app.command("list")
+def keys_list(app: str, json: bool = JsonOption):
+    emit(Client().list_keys(app), json,
+         lambda rows: table(rows, ["id", "name", "scopes", "created_at", "revoked_at"], f"API keys of {app}"))
+
+
+@keys_app.command("revoke")
+def keys_revoke(app: str, key_id: str, json: bool = JsonOption):
+    emit(Client().revoke_key(app, key_id), json)

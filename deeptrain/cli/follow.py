@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deeptrain.cli.output import stderr
+from deeptrain.jobs.cluster import ensure_ray
 from deeptrain.sdk import Client
 
 TrainCall = Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
@@ -53,6 +54,10 @@ def train_with_progress(client: Client, app: str, model: str, call: TrainCall,
         except BaseException as exc:  # re-raised in the calling thread
             holder["error"] = exc
 
+    # Connect (or start the embedded cluster) here, in the calling thread: Ray's local
+    # processes die with the thread that started them (PR_SET_PDEATHSIG is per thread),
+    # so starting them from the training thread would kill them when training ends.
+    ensure_ray()
     worker = threading.Thread(target=run, name="train", daemon=True)
     worker.start()
     while worker.is_alive():

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import click
 import typer
 
 from deeptrain import __version__
-from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app
+from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app, keys_app
 from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
 from deeptrain.cli.templates import templates_app
-from deeptrain.errors import Conflict, DeeptrainError, InvalidInput, NotFound, StorageError
+from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
 
 app = typer.Typer(
     name="deeptrain",
@@ -26,9 +27,15 @@ app.add_typer(inputs_app, name="inputs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")
+app.add_typer(keys_app, name="keys")
 app.command("predict")(predict_command)
 
-EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5}
+# Commands of packages that build on deeptrain (``serve``) come in through entry points,
+# so that this package never imports them.
+for _plugin in entry_points(group="deeptrain.cli"):
+    app.add_typer(_plugin.load(), name=_plugin.name)
+
+EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5, Unauthorized: 6, Forbidden: 6}
 
 
 @app.command("version")

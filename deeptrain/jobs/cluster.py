@@ -31,4 +31,5 @@ def ensure_ray() -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:
-        ray.init(include_dashboard=True, logging_level="WARNING", log_to_driver=False)
+        # "local": start this process's own cluster, never join one another process started
+        ray.init(address="local", include_dashboard=True, logging_level="WARNING", log_to_driver=False)

@@ -3,6 +3,7 @@
 from deeptrain.store.db import Store, open_store
 from deeptrain.store.schema import (
     Annotation,
+    ApiKey,
     App,
     Base,
     Concept,
@@ -12,4 +13,5 @@ from deeptrain.store.schema import (
     ModelVersion,
 )
 
-__all__ = ["Store", "open_store", "Base", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model", "ModelVersion"]
+__all__ = ["Store", "open_store", "Base", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
+           "ModelVersion"]

@@ -108,6 +108,16 @@ def _autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+REPORT_SAMPLES = 6
+
+
+def _to_uint8(x: Tensor, template: Template) -> list[Tensor]:
+    """Normalized model inputs back to displayable uint8 images."""
+    mean = torch.tensor(template.mean).view(1, 3, 1, 1)
+    std = torch.tensor(template.std).view(1, 3, 1, 1)
+    return list((x.float().cpu() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, template: Template, batches: Iterable[dict[str, Tensor]], params: HyperParams,
              concept_ids: list[str], device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -117,6 +127,7 @@ def evaluate(model: nn.Module, template: Template, batches: Iterable[dict[str, T
     model.eval()
     outputs: list[Any] = []
     truths: list[Any] = []
+    samples: list[Tensor] = []  # detection: the first test images, for the report's box plot
     for batch in batches:
         x, y = crop_flip_normalize(batch, image_size=params.image_size, mean=template.mean, std=template.std,
                                    train=False, flip=False)
@@ -124,12 +135,15 @@ def evaluate(model: nn.Module, template: Template, batches: Iterable[dict[str, T
         if task == "detection":
             outputs.extend({k: v.cpu() for k, v in o.items()} for o in out)
             truths.extend(y)
+            samples.extend(_to_uint8(x[: max(0, REPORT_SAMPLES - len(samples))], template))
         else:
             outputs.append(out.cpu())
             truths.append(y)
     model.train(was_training)
     if task == "detection":
-        return task_metrics.detection_metrics(outputs, truths, concept_ids), {"preds": outputs, "targets": truths}
+        raw = {"preds": outputs, "targets": truths, "samples": samples,
+               "score_threshold": params.detection_score_threshold}
+        return task_metrics.detection_metrics(outputs, truths, concept_ids), raw
     scores, targets = torch.cat(outputs), torch.cat(truths)
     if task == "embedding":
         return task_metrics.embedding_metrics(scores, targets), {"embeddings": scores, "labels": targets}

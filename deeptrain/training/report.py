@@ -1,7 +1,9 @@
 """A version's evaluation report: ``report.json`` plus PNG plots beside the weights.
 
 Plots: loss and learning rate per epoch (every task); classification: confusion matrix
-and per-concept precision/recall curves; detection: AP per concept; embedding:
+and per-concept precision/recall curves; detection: AP per concept and the first test
+images with true (green) and predicted (red, above ``detection_score_threshold``)
+boxes; embedding:
 Recall@k. Drawn with matplotlib's Agg backend (no display needed).
 """
 
@@ -88,6 +90,24 @@ def bar_plot(values: dict[str, float], title: str, ylabel: str) -> bytes:
     return _png(fig)
 
 
+def detection_samples_plot(raw: dict[str, Any]) -> bytes:
+    samples = raw["samples"]
+    cols = min(3, len(samples))
+    rows = (len(samples) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, pred, truth in zip(axes.flat, samples, raw["preds"], raw["targets"]):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        keep = pred["scores"] >= raw["score_threshold"]
+        for boxes, color in ((truth["boxes"], "lime"), (pred["boxes"][keep], "red")):
+            for x0, y0, x1, y1 in boxes.tolist():
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, linewidth=1))
+        ax.set_title(f"{len(truth['boxes'])} true, {int(keep.sum())} predicted", fontsize=8)
+    fig.suptitle(f"test images: true boxes green, predicted red (score >= {raw['score_threshold']:g})", fontsize=9)
+    return _png(fig)
+
+
 def write_report(storage: Storage, prefix: str, task: str, concepts: list[str], history: list[dict[str, Any]],
                  raw: dict[str, Any] | None) -> dict[str, Any]:
     """Write report.json and the plots; returns the report document."""
@@ -102,6 +122,8 @@ def write_report(storage: Storage, prefix: str, task: str, concepts: list[str], 
     if task == "detection" and metrics:
         plots["ap_per_concept.png"] = bar_plot({c: v["ap"] for c, v in metrics["per_concept"].items()},
                                                "AP@[.5:.95] per concept (test split)", "AP")
+        if raw is not None and raw.get("samples"):
+            plots["detection_samples.png"] = detection_samples_plot(raw)
     if task == "embedding" and metrics:
         plots["recall_at_k.png"] = bar_plot({k: v for k, v in metrics.items() if k.startswith("recall@")},
                                             "leave-one-out retrieval on the test split", "recall")

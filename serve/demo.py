@@ -3,17 +3,21 @@
 Imports a real data set (a Fashion-MNIST subset from Debian's ``dataset-fashion-mnist``,
 installed first when running as root and it is missing; otherwise a clearly announced
 rendered-shapes set), snapshots a dataset version, trains a small ResNext classifier on
-2 Ray Train workers, evaluates it, writes its report and predicts one image.
+2 Ray Train workers, evaluates it, writes its report, then deploys the Ray Serve app and
+predicts one image over HTTP. It lives in ``serve/`` because it uses everything.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
 from deeptrain.cli.follow import train_with_progress
@@ -22,11 +26,22 @@ from deeptrain.config import Settings
 from deeptrain.errors import Conflict
 from deeptrain.sample_data import fashion_mnist_available, write_fashion_mnist_folder
 from deeptrain.sdk import Client
+from serve import app as serve_app
 
 console = Console(stderr=True)
 DEMO_HOME = Path(os.environ.get("DEEPTRAIN_DEMO_HOME", ".demo")).resolve()
 PER_CLASS = int(os.environ.get("DEEPTRAIN_DEMO_PER_CLASS", 300))
 EPOCHS = int(os.environ.get("DEEPTRAIN_DEMO_EPOCHS", 3))
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` when free, else any free loopback port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ensure_fashion_mnist() -> bool:
@@ -98,16 +113,27 @@ def main() -> None:
                   f"macro ROC AUC {metrics.get('macro_auc', float('nan')):.3f} on {metrics['num_test']} test images")
     report = client.report(app, "fashion-resnext", trained["id"])
 
-    console.rule("5. one prediction")
+    console.rule("5. serve it on Ray Serve and predict one image over HTTP")
+    url = serve_app.start(settings, "127.0.0.1", _free_port(8000), predictor_cpus=0)
     sample = next((data_dir / "test").rglob("*.png"))
-    [prediction] = client.predict(app, "fashion-resnext", [sample], top_k=3)
-    console.print(f"{sample.parent.name}/{sample.name} -> " +
-                  ", ".join(f"{c['id']} {c['value']:.3f}" for c in prediction["concepts"]))
+    endpoint = f"{url}/v2/apps/{app}/models/fashion-resnext/versions/{trained['id']}/outputs"
+    body = {"inputs": [{"data": {"image": {"base64": base64.b64encode(sample.read_bytes()).decode()}}}],
+            "model": {"output_info": {"output_config": {"max_concepts": 3}}}}
+    key = client.create_key(app, ["predict"], "demo")["key"]
+    try:
+        response = httpx.post(endpoint, json=body, headers={"Authorization": f"Key {key}"}, timeout=120)
+        response.raise_for_status()
+    finally:
+        serve_app.stop()
+    concepts = response.json()["outputs"][0]["data"]["concepts"]
+    console.print(f"POST {endpoint}")
+    console.print(f"{sample.parent.name}/{sample.name} -> " + ", ".join(f"{c['id']} {c['value']:.3f}" for c in concepts))
 
     console.rule("done")
     console.print(
         f"in {time.time() - start:.0f}s: imported {description}, snapshotted dataset version {version['id']}, "
-        f"trained model version {trained['id']} on 2 Ray Train workers, evaluated it and predicted one image.\n"
+        f"trained model version {trained['id']} on 2 Ray Train workers, evaluated it and served one prediction "
+        f"over HTTP from Ray Serve.\n"
         f"Everything lives under {DEMO_HOME}:\n"
         f"  metadata   {settings.database_url}\n  storage    {settings.storage_uri}\n"
         f"  report     {report['path']} ({', '.join(report['plots'])})\n"

@@ -1,0 +1,101 @@
+"""Training throughput: the full pipeline vs a bare PyTorch loop, measured in one run.
+
+  bare     : the same model, image size and batch, forward+backward+SGD step on
+             pre-decoded in-memory tensors (no data loading at all), as many torch
+             threads as one Ray Train worker gets here.
+  pipeline : ``deeptrain models train`` for real: Parquet in storage -> Ray Data
+             (read, filter, decode/resize in map_batches) -> Ray Train worker(s) ->
+             crop/flip/normalize -> the same step. Steady-state images/s of the last
+             epoch (the first includes start-up).
+
+    python bench/train_bench.py [--images 2000] [--image-size 64] [--batch 32] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from deeptrain.config import Settings  # noqa: E402
+from deeptrain.jobs.train import worker_torch_threads  # noqa: E402
+from deeptrain.params import resolve_params  # noqa: E402
+from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
+from deeptrain.sdk import Client  # noqa: E402
+from deeptrain.templates import get_template  # noqa: E402
+from deeptrain.training.param_groups import make_optimizer  # noqa: E402
+
+TEMPLATE = ("classification", "ResNext")
+
+
+def bare_loop(image_size: int, batch: int, steps: int, threads: int) -> float:
+    torch.set_num_threads(threads)
+    template = get_template(*TEMPLATE)
+    params = resolve_params(template, {"image_size": image_size, "batch_size": batch, "lrate": 0.05})
+    torch.manual_seed(0)
+    model = template.build(10, logreg=True)
+    optimizer = make_optimizer(model, template.head_prefixes, params, pretrained_base=False)
+    x = torch.randn(batch, 3, image_size, image_size)
+    y = torch.nn.functional.one_hot(torch.randint(0, 10, (batch,)), 10).float()
+    model.train()
+    for i in range(steps + 3):
+        if i == 3:  # warm-up done
+            start = time.perf_counter()
+        loss = model.compute_loss(x, y)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def pipeline(client: Client, workers: int, image_size: int, batch: int, epochs: int) -> float:
+    model = f"bench-{workers}w"
+    client.create_model("bench", model, *TEMPLATE, {"image_size": image_size})
+    v = client.train("bench", model, {"num_epochs": epochs, "batch_size": batch, "lrate": 0.05,
+                                      "test_freq": epochs}, workers=workers)
+    assert v["status"] == "trained", v["error"]
+    return v["progress"]["history"][-1]["images_per_s"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000, help="training images (Fashion-MNIST)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32, help="global batch size")
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="deeptrain-train-bench-"))
+    try:
+        write_fashion_mnist_folder(work / "train", "train", per_class=args.images // 10)
+        write_fashion_mnist_folder(work / "test", "test", per_class=20)
+        client = Client(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}))
+        client.create_app("bench")
+        client.import_inputs("bench", work / "train", format="imagefolder", split="train")
+        client.import_inputs("bench", work / "test", format="imagefolder", split="test")
+        steps = max(5, args.images // args.batch // 2)
+        bare_1 = bare_loop(args.image_size, args.batch, steps, worker_torch_threads(1))
+        one = pipeline(client, 1, args.image_size, args.batch, args.epochs)
+        bare_2 = bare_loop(args.image_size, args.batch // 2, steps, worker_torch_threads(2))
+        two = pipeline(client, 2, args.image_size, args.batch, args.epochs)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{TEMPLATE[1]} at image_size {args.image_size}, global batch {args.batch}, "
+          f"{args.images} Fashion-MNIST images, {os.cpu_count()} CPUs")
+    print(f"{'run':44} {'images/s':>9} {'ratio':>7}")
+    print(f"{'bare loop, in-memory tensors (1 worker threads)':44} {bare_1:9.1f} {'1.00':>7}")
+    print(f"{'pipeline, 1 Ray Train worker':44} {one:9.1f} {one / bare_1:7.2f}")
+    print(f"{'bare loop, half batch (1 of 2 workers threads)':44} {bare_2:9.1f}")
+    print(f"{'pipeline, 2 Ray Train workers':44} {two:9.1f} {two / one:7.2f}  (2 workers / 1 worker)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""deeptrain's Ray Serve application: predictions over HTTP (depends on ``deeptrain``, never the reverse)."""

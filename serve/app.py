@@ -1,0 +1,249 @@
+"""The Ray Serve application: a FastAPI gateway in front of multiplexed, batching predictors.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route signatures that
+Serve rewrites for the ingress class, and string annotations are not resolved there.)
+
+Gateway (ingress, no CPU reserved): checks the app's API key (``Authorization: Key
+<key>`` with the ``predict`` scope), resolves the app, model and version in the
+metadata store, reads and checks the images (bytes, stored object URL or stored
+input id), and sends each image to the Predictor with the version's
+artifact prefix as the multiplexed model id. Errors are JSON ``{"status": {"code",
+"description"}}`` with a 4xx status; a 500 never carries a stack trace.
+
+Predictor: ``serve.multiplexed`` keeps the most recently used versions loaded per
+replica (LRU, ``DEEPTRAIN_SERVE_MAX_MODELS`` bounds the memory), ``serve.batch`` groups concurrent
+images of one version into one forward pass. Predictions go through
+``deeptrain.inference.predict_bytes``, the path the CLI, SDK and offline evaluation
+use, so a served output equals the offline one for the same version and image.
+"""
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from deeptrain import __version__
+from deeptrain.config import Settings
+from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
+from deeptrain.images import inspect_image
+from deeptrain.services import inputs as input_service
+from deeptrain.services import keys as key_service
+from deeptrain.services import models as model_service
+from deeptrain.services.context import Context
+from serve.schemas import ErrorResponse, Input, PostOutputsRequest, PostOutputsResponse
+
+log = logging.getLogger("deeptrain.serve")
+
+APP_NAME = "deeptrain"
+MAX_REQUEST_BYTES = int(os.environ.get("DEEPTRAIN_MAX_REQUEST_BYTES", 64 * 2**20))
+REQUEST_TIMEOUT_S = float(os.environ.get("DEEPTRAIN_REQUEST_TIMEOUT_S", 60))
+MAX_MODELS_PER_REPLICA = int(os.environ.get("DEEPTRAIN_SERVE_MAX_MODELS", 4))
+SERVE_ENV = ("DEEPTRAIN_MAX_REQUEST_BYTES", "DEEPTRAIN_REQUEST_TIMEOUT_S", "DEEPTRAIN_SERVE_MAX_MODELS")
+HTTP_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, StorageError: 502}
+
+api = FastAPI(
+    title="deeptrain",
+    version=__version__,
+    description="Predictions from trained deeptrain model versions (Clarifai-style resource paths).",
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 502, 504)},
+)
+
+
+def _error(status: int, code: str, description: str) -> JSONResponse:
+    return JSONResponse({"status": {"code": code, "description": description}}, status_code=status)
+
+
+@api.exception_handler(DeeptrainError)
+async def _deeptrain_error(_: Request, exc: DeeptrainError) -> JSONResponse:
+    status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
+    return _error(status, exc.code, str(exc))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return _error(400, "invalid_input", f"invalid request body: {problems}")
+
+
+@api.exception_handler(Exception)
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return _error(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
+
+
+@api.middleware("http")
+async def _limit_body(request: Request, call_next):
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
+        return _error(413, "too_large", f"request body over {MAX_REQUEST_BYTES} bytes (DEEPTRAIN_MAX_REQUEST_BYTES)")
+    return await call_next(request)
+
+
+def _context(settings_env: dict[str, str]) -> Context:
+    return Context.from_settings(Settings.from_env(env=settings_env))
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+class Predictor:
+    """Loads versions on demand (LRU per replica) and predicts on batches of images."""
+
+    def __init__(self, settings_env: dict[str, str], torch_threads: int | None = None):
+        import torch
+
+        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+        self.ctx = _context(settings_env)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
+    async def get_model(self, artifacts: str):
+        from deeptrain.artifacts import load_model
+
+        return await asyncio.to_thread(load_model, self.ctx.storage, artifacts)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _batched(self, items: list[tuple[bytes, float | None, int | None]]) -> list[dict[str, Any]]:
+        from deeptrain.inference import predict_bytes
+
+        loaded = await self.get_model(serve.get_multiplexed_model_id())
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        groups: dict[tuple[float | None, int | None], list[int]] = {}
+        for i, (_, threshold, top_k) in enumerate(items):
+            groups.setdefault((threshold, top_k), []).append(i)
+        for (threshold, top_k), idx in groups.items():
+            outs = await asyncio.to_thread(predict_bytes, loaded, [items[i][0] for i in idx],
+                                           threshold=threshold, top_k=top_k)
+            for i, out in zip(idx, outs):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    async def predict(self, data: bytes, threshold: float | None = None, top_k: int | None = None) -> dict[str, Any]:
+        return await self._batched((data, threshold, top_k))
+
+
+def _clarifai_data(task: str, out: dict[str, Any], min_value: float | None) -> dict[str, Any]:
+    if task == "classification":
+        return {"concepts": [c for c in out["concepts"] if min_value is None or c["value"] >= min_value]}
+    if task == "detection":
+        return {"regions": [{"region_info": {"bounding_box": r["bounding_box"]},
+                             "data": {"concepts": [{"id": r["concept"], "value": r["value"]}]}}
+                            for r in out["regions"]]}
+    return {"embeddings": [{"vector": out["embedding"], "num_dimensions": len(out["embedding"])}]}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@serve.ingress(api)
+class Gateway:
+    def __init__(self, predictor, settings_env: dict[str, str]):
+        self.predictor = predictor
+        self.ctx = _context(settings_env)
+
+    @api.get("/healthz", summary="liveness")
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz", summary="readiness: the metadata store answers")
+    async def readyz(self) -> JSONResponse:
+        try:
+            await asyncio.to_thread(self.ctx.store.ping)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return _error(503, "not_ready", f"metadata store unreachable: {type(exc).__name__}")
+        return JSONResponse({"status": "ready", "version": __version__})
+
+    @api.post("/v2/apps/{app_id}/models/{model_id}/versions/{version_id}/outputs",
+              response_model=PostOutputsResponse, summary="predict with a model version")
+    async def version_outputs(self, app_id: str, model_id: str, version_id: str, body: PostOutputsRequest,
+                              authorization: str | None = Header(None)) -> dict[str, Any]:
+        return await self._outputs(app_id, model_id, version_id, body, authorization)
+
+    @api.post("/v2/apps/{app_id}/models/{model_id}/outputs", response_model=PostOutputsResponse,
+              summary="predict with the model's default version (else its newest trained one)")
+    async def model_outputs(self, app_id: str, model_id: str, body: PostOutputsRequest,
+                            authorization: str | None = Header(None)) -> dict[str, Any]:
+        return await self._outputs(app_id, model_id, None, body, authorization)
+
+    def _image_bytes(self, app_id: str, k: int, inp: Input) -> bytes:
+        image = inp.data.image
+        where = f"inputs[{k}]"
+        if image.base64 is not None:
+            try:
+                data = base64.b64decode(image.base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput(f"{where}.data.image.base64 is not valid base64") from None
+        elif image.url is not None:
+            data = self.ctx.storage.get_bytes(self.ctx.storage.key_for_uri(image.url))
+        else:
+            data = input_service.get_input_bytes(self.ctx, app_id, image.input_id)  # type: ignore[arg-type]
+        try:
+            inspect_image(data, max_bytes=self.ctx.settings.max_image_bytes,
+                          max_pixels=self.ctx.settings.max_image_pixels)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        return data
+
+    def _resolve(self, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest,
+                 authorization: str | None):
+        key_service.authorize(self.ctx, authorization, app_id, "predict")
+        model = model_service.get_model(self.ctx, app_id, model_id)
+        version = model_service.get_version(self.ctx, app_id, model_id, version_id)
+        if version["status"] != "trained":
+            raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+        images = [self._image_bytes(app_id, k, inp) for k, inp in enumerate(body.inputs)]
+        return model, version, images
+
+    async def _outputs(self, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest,
+                       authorization: str | None) -> dict[str, Any]:
+        model, version, images = await asyncio.to_thread(self._resolve, app_id, model_id, version_id, body,
+                                                         authorization)
+        config = body.model.output_info.output_config
+        threshold = config.min_value if model["task"] == "detection" else None
+        handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
+        calls = [handle.predict.remote(data, threshold, config.max_concepts) for data in images]
+        try:
+            outs = await asyncio.wait_for(asyncio.gather(*calls), REQUEST_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return _error(504, "timeout", f"prediction took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+        ref = {"id": model_id, "model_version": {"id": version["id"]}}
+        outputs = []
+        for inp, out in zip(body.inputs, outs):
+            input_ref = {"id": inp.id or inp.data.image.input_id}
+            outputs.append({"id": uuid.uuid4().hex, "input": input_ref, "model": ref,
+                            "data": _clarifai_data(model["task"], out, config.min_value)})
+        return {"status": {"code": 10000, "description": "Ok"}, "outputs": outputs}
+
+
+def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5):
+    """The bound application; replicas load weights from the settings' storage (local or S3)."""
+    from deeptrain.jobs.cluster import worker_env
+
+    env = {"env_vars": {**worker_env(settings.as_env()),
+                        **{k: os.environ[k] for k in SERVE_ENV if k in os.environ}}}
+    predictor = Predictor.options(num_replicas=predictor_replicas,
+                                  ray_actor_options={"num_cpus": predictor_cpus, "runtime_env": env})
+    return Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": env}).bind(
+        predictor.bind(settings.as_env()), settings.as_env())
+
+
+def app_builder(args: dict[str, str]):
+    """``serve run``/``serve deploy`` entry (``serve/config.yaml``): settings from the environment."""
+    return build_app(Settings.from_env(), predictor_cpus=float(args.get("predictor_cpus", 1)))
+
+
+def start(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> str:
+    """Deploy the application on the current (or an embedded) Ray cluster; returns its base URL."""
+    from deeptrain.jobs.cluster import ensure_ray
+
+    ensure_ray()
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(settings, **options), name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://{host}:{port}"
+
+
+def stop() -> None:
+    serve.delete(APP_NAME)
