@@ -367,6 +367,20 @@ def test_real_detector_predict_with_flips(template: Template):
 
 
 @pytest.mark.parametrize("template", [t for t in TEMPLATES if t.task == "detection"], ids=lambda t: t.name)
+@pytest.mark.parametrize("size", ["min", 160])
+def test_anchor_grid_is_centred_on_the_image(template: Template, size):
+    """Every level's anchor centres are symmetric about the image centre (cell centres,
+    not torchvision's cell corners), so no part of the image is left without anchors."""
+    size = template.min_image_size if size == "min" else size
+    model = build(template, num_classes=2, image_size=size).eval()
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, size, size))
+    for level in out["anchors"].split(out["num_anchors_per_level"]):
+        centres = (level[:, :2] + level[:, 2:]) / 2
+        assert torch.allclose(centres.min(0).values + centres.max(0).values, torch.full((2,), float(size)), atol=1e-3)
+
+
+@pytest.mark.parametrize("template", [t for t in TEMPLATES if t.task == "detection"], ids=lambda t: t.name)
 def test_perclass_regression_channels(template: Template):
     k = 5
     shared = build(template, num_classes=k, use_perclass_regression=False)

@@ -13,11 +13,14 @@ Architecture (Lin et al. 2017, "Focal Loss for Dense Object Detection"):
   With ``use_perclass_regression`` the box subnet has ``num_classes`` sets of 4
   regressors per anchor; the set of the anchor's ground-truth class is trained, the
   set of the predicted class is decoded. Otherwise one set per anchor.
-* anchors: torchvision ``AnchorGenerator``, 3 scales x 3 aspect ratios per level; the
-  sizes scale with ``image_size`` (32..512 px at 512, i.e. ``image_size / 16 * 2**level``).
-  ``AnchorGenerator`` spaces anchors by ``image size // feature size``; the Inception
-  backbones pad nothing, so their maps are slightly smaller than size/stride and the
-  anchor grid is spread over the whole image accordingly.
+* anchors: the cell anchors of torchvision's ``AnchorGenerator``, 3 scales x 3 aspect
+  ratios per level; the sizes scale with ``image_size`` (32..512 px at 512, i.e.
+  ``image_size / 16 * 2**level``). They are centred on the cells of each map, at
+  ``(i + 0.5) * image size / map size``, not at torchvision's cell corners
+  ``i * (image size // map size)``: the Inception backbones pad nothing, so their maps
+  are smaller than size/stride, and the corner grid would leave the bottom and right
+  of the image without anchors (at small sizes the coarse levels are 1x1 maps, whose
+  only anchor would sit on the top-left corner instead of the centre).
 * losses: sigmoid focal loss (torchvision ``sigmoid_focal_loss``, alpha 0.25, gamma 2)
   over foreground + background anchors, smooth-L1 (beta 1/9) on the ``BoxCoder``
   deltas or GIoU on the decoded boxes, both divided by the number of foreground
@@ -50,7 +53,6 @@ from timm.models.inception_v4 import InceptionV4  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torchvision.models.detection import _utils as det_utils  # noqa: E402
 from torchvision.models.detection.anchor_utils import AnchorGenerator  # noqa: E402
-from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from torchvision.models.detection.retinanet import RetinaNetClassificationHead  # noqa: E402
 from torchvision.ops import (  # noqa: E402
     Conv2dNormActivation,
@@ -175,10 +177,7 @@ class DetectionTask:
         pyramid = list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
         cls_logits, bbox_regression = self.head(pyramid)
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        # anchors in float32 whatever the autocast dtype: AnchorGenerator takes the dtype
-        # of the maps it is given and only reads their sizes
-        grids = [torch.empty((1, 1) + tuple(p.shape[-2:]), device=p.device) for p in pyramid]
-        anchors = self.anchor_generator(ImageList(images[:1], [size]), grids)[0]
+        anchors = self._anchors(size, pyramid)
         num_anchors = self.head.regression.num_anchors
         per_level = [int(p.shape[-2] * p.shape[-1] * num_anchors) for p in pyramid]
         return {
@@ -187,6 +186,18 @@ class DetectionTask:
             "anchors": anchors,
             "num_anchors_per_level": per_level,
         }
+
+    def _anchors(self, size: tuple[int, int], pyramid: list[Tensor]) -> Tensor:
+        """[A, 4] xyxy anchors, ordered (level, y, x, cell anchor) like the head's outputs."""
+        per_level = []
+        for cell, p in zip(self.anchor_generator.cell_anchors, pyramid):
+            h, w = p.shape[-2:]
+            ys = (torch.arange(h, dtype=torch.float32, device=p.device) + 0.5) * (size[0] / h)
+            xs = (torch.arange(w, dtype=torch.float32, device=p.device) + 0.5) * (size[1] / w)
+            yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+            shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
+            per_level.append((shifts + cell.to(p.device, torch.float32).view(1, -1, 4)).reshape(-1, 4))
+        return torch.cat(per_level)
 
     # -- training
 
