@@ -161,11 +161,7 @@ class Client:
         """The version's model, ready for inference (cached per client)."""
         from deeptrain.artifacts import load_model
 
-        version = self.get_version(app_id, model_id, version_id)
-        if version["status"] != "trained":
-            from deeptrain.errors import Conflict
-
-            raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+        version = models_service.get_trained_version(self.ctx, app_id, model_id, version_id)
         cache = self.__dict__.setdefault("_models", {})
         if version["artifacts"] not in cache:
             cache[version["artifacts"]] = load_model(self.ctx.storage, version["artifacts"])

@@ -177,7 +177,7 @@ class Gateway:
             except (binascii.Error, ValueError):
                 raise InvalidInput(f"{where}.data.image.base64 is not valid base64") from None
         elif image.url is not None:
-            data = self.ctx.storage.get_bytes(self.ctx.storage.key_for_uri(image.url))
+            data = input_service.read_stored_url(self.ctx)(image.url)
         else:
             data = input_service.get_input_bytes(self.ctx, app_id, image.input_id)  # type: ignore[arg-type]
         try:
@@ -191,9 +191,7 @@ class Gateway:
                  authorization: str | None):
         key_service.authorize(self.ctx, authorization, app_id, "predict")
         model = model_service.get_model(self.ctx, app_id, model_id)
-        version = model_service.get_version(self.ctx, app_id, model_id, version_id)
-        if version["status"] != "trained":
-            raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+        version = model_service.get_trained_version(self.ctx, app_id, model_id, version_id)
         images = [self._image_bytes(app_id, k, inp) for k, inp in enumerate(body.inputs)]
         return model, version, images
 

@@ -136,6 +136,14 @@ def get_version(ctx: Context, app_id: str, model_id: str, version_id: str | None
         return version_dict(_require_version(s, app_id, model_id, version_id))
 
 
+def get_trained_version(ctx: Context, app_id: str, model_id: str, version_id: str | None = None) -> dict[str, Any]:
+    """``get_version``, refusing a version that is not trained (what predictions need)."""
+    version = get_version(ctx, app_id, model_id, version_id)
+    if version["status"] != "trained":
+        raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+    return version
+
+
 def list_versions(ctx: Context, app_id: str, model_id: str) -> list[dict[str, Any]]:
     with ctx.store.session() as s:
         _require_model(s, app_id, model_id)
