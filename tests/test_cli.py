@@ -70,3 +70,12 @@ def test_cli_import_voc_real_data(local_settings):
     assert report["imported"] == 4
     concepts = {c["id"]: c["num_boxes"] for c in cli_json(local_settings, "concepts", "list", "trees")}
     assert concepts["tree"] > 900
+
+
+def test_cli_usage_errors_exit_2_without_traceback(local_settings):
+    proc = run_cli(local_settings, "models", "train", "--workerz", "2", "a", "b")
+    assert proc.returncode == 2, proc.stderr
+    assert "No such option: --workerz" in proc.stderr and "--workers" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli(local_settings, "models", "train", "a", "b", "--workers", "two")
+    assert proc.returncode == 2 and "Invalid value for '--workers'" in proc.stderr, proc.stderr

@@ -118,3 +118,12 @@ def test_one_and_two_workers_give_matching_loss_curves(local_client, ray_cluster
     assert curves[1] == pytest.approx(curves[0], abs=LOSS_CURVE_TOLERANCE)
     assert curves[0][-1] < curves[0][0] and curves[1][-1] < curves[1][0]
 
+
+
+def test_use_gpu_is_decided_from_the_cluster(ray_cluster):
+    from deeptrain.jobs.train import cluster_use_gpu
+
+    assert ray_cluster.cluster_resources().get("GPU", 0) == 0
+    assert cluster_use_gpu(None) is False and cluster_use_gpu(False) is False
+    with pytest.raises(InvalidInput, match="use_gpu is true but the Ray cluster has no GPUs"):
+        cluster_use_gpu(True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from importlib.metadata import entry_points
 
-import click
 import typer
 
 from deeptrain import __version__
@@ -57,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stderr.print(f"[red]error:[/] {exc}")
         return code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         stderr.print("aborted")
         return 130
-    except click.ClickException as exc:
+    except typer.TyperException as exc:  # usage errors: typer's (vendored) ClickException
         exc.show()
         return exc.exit_code
 

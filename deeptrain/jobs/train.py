@@ -180,6 +180,24 @@ def worker_torch_threads(workers_on_node: int) -> int:
     return int(override) if override else max(1, (os.cpu_count() or 1) // max(1, workers_on_node))
 
 
+def cluster_use_gpu(requested: bool | None) -> bool:
+    """``use_gpu`` for the workers, decided from the Ray cluster (not the driver, which
+    often has no GPU of its own: a KubeRay head, a laptop submitting to a cluster).
+
+    None (auto) = use GPUs when the cluster has any; true on a cluster without GPUs is
+    an error rather than a silent CPU run.
+    """
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if requested is None:
+        return gpus > 0
+    if requested and gpus == 0:
+        raise InvalidInput("use_gpu is true but the Ray cluster has no GPUs; "
+                           "set use_gpu=false, or leave it unset to use GPUs only when there are some")
+    return requested
+
+
 class RayHost:
     """Ray Train's side of the loop: DDP, checkpoints, progress and cancellation via the store."""
 
@@ -298,7 +316,7 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
             ray_train_loop,
             train_loop_config={"spec": spec.as_dict(), "settings_env": ctx.settings.as_env(), "version": list(key)},
             scaling_config=ray.train.ScalingConfig(
-                num_workers=params.num_workers, use_gpu=bool(params.use_gpu and torch.cuda.is_available()),
+                num_workers=params.num_workers, use_gpu=cluster_use_gpu(params.use_gpu),
                 resources_per_worker={"CPU": CPU_PER_WORKER}),
             run_config=ray.train.RunConfig(
                 name="ray", storage_path=ctx.storage.path(prefix), storage_filesystem=ctx.storage.fs,

@@ -165,7 +165,7 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
     """Train; returns ``{"history", "metrics", "stopped"}``. Checkpoints go through ``host.report``."""
     params = spec.hyper
     template = get_template(spec.task, spec.template)
-    device = torch.device("cuda" if params.use_gpu and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if params.use_gpu is not False and torch.cuda.is_available() else "cpu")
     torch.manual_seed(params.seed)
     model, pretrained = build_model(spec.task, spec.template, params, len(spec.concept_ids))
     optimizer = make_optimizer(model, template.head_prefixes, params, pretrained_base=pretrained)
