@@ -6,7 +6,9 @@
   pipeline : ``deeptrain models train`` for real: Parquet in storage -> Ray Data
              (read, filter, decode/resize in map_batches) -> Ray Train worker(s) ->
              crop/flip/normalize -> the same step. Steady-state images/s of the last
-             epoch (the first includes start-up).
+             epoch (the first includes start-up), with where that epoch's time went
+             (rank 0): waiting for Ray Data batches, crop/flip/normalize, the model
+             step, and the rest (progress reports, all-reduce of the loss, DDP).
 
     python bench/train_bench.py [--images 2000] [--image-size 64] [--batch 32] [--epochs 2]
 """
@@ -57,13 +59,13 @@ def bare_loop(image_size: int, batch: int, steps: int, threads: int) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def pipeline(client: Client, workers: int, image_size: int, batch: int, epochs: int) -> float:
+def pipeline(client: Client, workers: int, image_size: int, batch: int, epochs: int) -> dict:
     model = f"bench-{workers}w"
     client.create_model("bench", model, *TEMPLATE, {"image_size": image_size})
     v = client.train("bench", model, {"num_epochs": epochs, "batch_size": batch, "lrate": 0.05,
                                       "test_freq": epochs}, workers=workers)
     assert v["status"] == "trained", v["error"]
-    return v["progress"]["history"][-1]["images_per_s"]
+    return v["progress"]["history"][-1]
 
 
 def main() -> None:
@@ -83,11 +85,12 @@ def main() -> None:
         client.import_inputs("bench", work / "test", format="imagefolder", split="test")
         steps = max(5, args.images // args.batch // 2)
         bare_1 = bare_loop(args.image_size, args.batch, steps, worker_torch_threads(1))
-        one = pipeline(client, 1, args.image_size, args.batch, args.epochs)
+        one_epoch = pipeline(client, 1, args.image_size, args.batch, args.epochs)
         bare_2 = bare_loop(args.image_size, args.batch // 2, steps, worker_torch_threads(2))
-        two = pipeline(client, 2, args.image_size, args.batch, args.epochs)
+        two_epoch = pipeline(client, 2, args.image_size, args.batch, args.epochs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    one, two = one_epoch["images_per_s"], two_epoch["images_per_s"]
     print(f"\n{TEMPLATE[1]} at image_size {args.image_size}, global batch {args.batch}, "
           f"{args.images} Fashion-MNIST images, {os.cpu_count()} CPUs")
     print(f"{'run':44} {'images/s':>9} {'ratio':>7}")
@@ -95,6 +98,12 @@ def main() -> None:
     print(f"{'pipeline, 1 Ray Train worker':44} {one:9.1f} {one / bare_1:7.2f}")
     print(f"{'bare loop, half batch (1 of 2 workers threads)':44} {bare_2:9.1f}")
     print(f"{'pipeline, 2 Ray Train workers':44} {two:9.1f} {two / one:7.2f}  (2 workers / 1 worker)")
+    print("\nwhere the last epoch's time went (rank 0):")
+    print(f"{'run':32} {'epoch s':>8} {'data wait':>10} {'augment':>8} {'model':>8} {'other':>8}")
+    for name, e in (("pipeline, 1 worker", one_epoch), ("pipeline, 2 workers", two_epoch)):
+        parts = [e["data_wait_s"], e["augment_s"], e["compute_s"]]
+        shares = [f"{100 * x / e['seconds']:7.1f}%" for x in [*parts, e["seconds"] - sum(parts)]]
+        print(f"{name:32} {e['seconds']:8.1f} {shares[0]:>10} {shares[1]:>8} {shares[2]:>8} {shares[3]:>8}")
 
 
 if __name__ == "__main__":

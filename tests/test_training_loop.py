@@ -49,6 +49,10 @@ def test_loop_learns_and_reports_each_epoch():
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert [h["lr"] for h in history] == pytest.approx([0.02, 0.01, 0.005])  # init 1, step 1, factor 0.5
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for h in history:  # the epoch's time split: input wait + augment + model step fit in the epoch
+        parts = (h["data_wait_s"], h["augment_s"], h["compute_s"])
+        assert all(p > 0 for p in parts) and sum(parts) <= h["seconds"]
+        assert h["compute_s"] > h["augment_s"]
     assert result["metrics"]["top1"] >= 0.9, result["metrics"]
     assert len(host.checkpoints) == 3 and len(progress) == 12
     assert set(progress[-1]) >= {"epoch", "step", "loss", "lr", "images_per_s", "eta_s"}

@@ -158,6 +158,11 @@ class EpochRecord:
     lr: float
     images_per_s: float
     seconds: float
+    # where the epoch's training steps spent their time: waiting for the next batch
+    # (input pipeline), crop/flip/normalize, forward+backward+step (the model)
+    data_wait_s: float = 0.0
+    augment_s: float = 0.0
+    compute_s: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,22 +200,28 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
         set_train_mode(model, template.head_prefixes, frozen_base)
         epoch_start = time.perf_counter()
         loss_sum, steps = 0.0, 0
+        wait_s = augment_s = compute_s = 0.0
         lr = optimizer.param_groups[0]["lr"]
         batches = data.train_batches(epoch)
         for step in range(spec.steps_per_epoch):
+            t0 = time.perf_counter()
             batch = next(batches)
+            t1 = time.perf_counter()
             x, y = crop_flip_normalize(
                 batch, image_size=params.image_size, mean=template.mean, std=template.std, train=True,
                 flip=params.average_horizontal_flips, generator=batch_generator(params.seed, epoch, host.rank, step),
             )
             x = x.to(device)
             y = [{k: v.to(device) for k, v in t.items()} for t in y] if spec.task == "detection" else y.to(device)
+            t2 = time.perf_counter()
             with _autocast(params.precision, device):
                 loss = loss_module(x, y)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_value = float(loss.detach())
+            loss_value = float(loss.detach())  # syncs the device, so the step's time is all in
+            t3 = time.perf_counter()
+            wait_s, augment_s, compute_s = wait_s + t1 - t0, augment_s + t2 - t1, compute_s + t3 - t2
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step {step}; "
                                          "lower lrate or check the data")
@@ -229,7 +240,8 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
         scheduler.step()
         seconds = time.perf_counter() - epoch_start
         record = EpochRecord(epoch=epoch + 1, train_loss=host.all_reduce_mean(loss_sum / max(steps, 1)), lr=lr,
-                             images_per_s=steps * global_batch / seconds, seconds=seconds)
+                             images_per_s=steps * global_batch / seconds, seconds=seconds,
+                             data_wait_s=wait_s, augment_s=augment_s, compute_s=compute_s)
         evaluate_now = (epoch + 1) % params.test_freq == 0 or epoch + 1 == params.num_epochs
         stopped = host.should_stop()
         raw: dict[str, Any] | None = None
