@@ -179,6 +179,30 @@ class Client:
             inspect_image(d, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
         return predict_bytes(self.load_version(app_id, model_id, version_id), datas, threshold=threshold, top_k=top_k)
 
+    # --- visual search ---------------------------------------------------------------
+    def build_search_index(self, app_id: str, model_id: str, version_id: str | None = None, *,
+                           batch_size: int = 64, on_progress=None) -> dict[str, Any]:
+        """Embed the app's inputs not indexed yet with a trained embedding version (Ray Data batch inference)
+        and make it the app's search index; ``on_progress(n_done, n_to_embed)`` follows the embedding."""
+        from deeptrain import search
+
+        return search.build_index(self.ctx, app_id, model_id, version_id, batch_size, on_progress=on_progress)
+
+    def search(self, app_id: str, image: bytes | str | Path | None = None, *, input_id: str | None = None,
+               top_k: int = 10, concept: str | None = None) -> list[dict[str, Any]]:
+        """Nearest inputs to an image (bytes or file) or a stored input (itself excluded), best first:
+        ``[{"input_id", "score", "concepts"}]``; ``concept`` keeps only inputs labelled with it."""
+        from deeptrain import search
+
+        data = image if isinstance(image, bytes) or image is None else _read_file(image)
+        return search.search(self.ctx, app_id, data, input_id, top_k, concept)
+
+    def search_index_info(self, app_id: str) -> dict[str, Any]:
+        """Which embedding version is the app's search index, its size and when it was built."""
+        from deeptrain import search
+
+        return search.index_info(self.ctx, app_id)
+
     # --- API keys ---------------------------------------------------------------------
     def create_key(self, app_id: str, scopes: Iterable[str] = ("predict",), name: str = "") -> dict[str, Any]:
         """A new API key for the HTTP API; ``key`` in the result is shown only this once."""
@@ -195,3 +219,12 @@ class Client:
         from deeptrain.export import export_version
 
         return export_version(self.load_version(app_id, model_id, version_id), fmt, out)
+
+
+def _read_file(path: str | Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        from deeptrain.errors import InvalidInput
+
+        raise InvalidInput(f"cannot read image file {str(path)!r}: {exc.strerror or exc}") from None

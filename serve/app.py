@@ -7,8 +7,12 @@ Gateway (ingress, no CPU reserved): checks the app's API key (``Authorization: K
 <key>`` with the ``predict`` scope), resolves the app, model and version in the
 metadata store, reads and checks the images (bytes, stored object URL or stored
 input id), and sends each image to the Predictor with the version's
-artifact prefix as the multiplexed model id. Errors are JSON ``{"status": {"code",
-"description"}}`` with a 4xx status; a 500 never carries a stack trace.
+artifact prefix as the multiplexed model id. Searches (``POST /v2/apps/{app}/searches``,
+``search`` scope) embed a query image through the same Predictor (batched, multiplexed)
+and look it up in the app's faiss index (``deeptrain.search``), which the Gateway keeps
+loaded per app and reloads when the app's index pointer names a new build. Errors are
+JSON ``{"status": {"code", "description"}}`` with a 4xx status; a 500 never carries a
+stack trace.
 
 Predictor: ``serve.multiplexed`` keeps the most recently used versions loaded per
 replica (LRU, ``DEEPTRAIN_SERVE_MAX_MODELS`` bounds the memory), ``serve.batch`` groups concurrent
@@ -33,12 +37,14 @@ from ray import serve
 from deeptrain import __version__
 from deeptrain.config import Settings
 from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
+from deeptrain import search as search_service
 from deeptrain.images import inspect_image
 from deeptrain.services import inputs as input_service
 from deeptrain.services import keys as key_service
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
-from serve.schemas import ErrorResponse, Input, PostOutputsRequest, PostOutputsResponse
+from serve.schemas import (ErrorResponse, Input, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
+                           PostSearchesResponse)
 
 log = logging.getLogger("deeptrain.serve")
 
@@ -52,7 +58,8 @@ HTTP_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 4
 api = FastAPI(
     title="deeptrain",
     version=__version__,
-    description="Predictions from trained deeptrain model versions (Clarifai-style resource paths).",
+    description="Predictions from trained deeptrain model versions and visual search over an app's inputs "
+                "(Clarifai-style resource paths).",
     responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 502, 504)},
 )
 
@@ -143,6 +150,7 @@ class Gateway:
     def __init__(self, predictor, settings_env: dict[str, str]):
         self.predictor = predictor
         self.ctx = _context(settings_env)
+        self.indexes = search_service.IndexCache()
 
     @api.get("/healthz", summary="liveness")
     async def healthz(self) -> dict[str, str]:
@@ -169,13 +177,15 @@ class Gateway:
         return await self._outputs(app_id, model_id, None, body, authorization)
 
     def _image_bytes(self, app_id: str, k: int, inp: Input) -> bytes:
-        image = inp.data.image
-        where = f"inputs[{k}]"
+        return self._read_image(app_id, inp.data.image, f"inputs[{k}]", f"inputs[{k}].data.image")
+
+    def _read_image(self, app_id: str, image, where: str, field: str) -> bytes:
+        """The checked bytes of an ``ImageData``/``QueryImage`` (base64, stored URL or stored input id)."""
         if image.base64 is not None:
             try:
                 data = base64.b64decode(image.base64, validate=True)
             except (binascii.Error, ValueError):
-                raise InvalidInput(f"{where}.data.image.base64 is not valid base64") from None
+                raise InvalidInput(f"{field}.base64 is not valid base64") from None
         elif image.url is not None:
             data = input_service.read_stored_url(self.ctx)(image.url)
         else:
@@ -215,6 +225,34 @@ class Gateway:
                             "data": _clarifai_data(model["task"], out, config.min_value)})
         return {"status": {"code": 10000, "description": "Ok"}, "outputs": outputs}
 
+    @api.post("/v2/apps/{app_id}/searches", response_model=PostSearchesResponse,
+              summary="visual search: the app's inputs nearest to an image or a stored input (search scope)")
+    async def searches(self, app_id: str, body: PostSearchesRequest,
+                       authorization: str | None = Header(None)) -> dict[str, Any]:
+        index, vector, data = await asyncio.to_thread(self._search_query, app_id, body, authorization)
+        if vector is None:  # embed the query image on the Predictor, batched with other requests of the version
+            handle = self.predictor.options(multiplexed_model_id=index.artifacts)
+            try:
+                out = await asyncio.wait_for(handle.predict.remote(data), REQUEST_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                return _error(504, "timeout",
+                              f"embedding took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+            vector = out["embedding"]
+        hits = await asyncio.to_thread(index.query, vector, body.top_k, body.concept, body.query.input_id)
+        return {"status": {"code": 10000, "description": "Ok"},
+                "model": {"id": index.manifest["model_id"], "model_version": {"id": index.manifest["version_id"]}},
+                "hits": [{"input": {"id": h["input_id"]}, "score": h["score"],
+                          "concepts": [{"id": c, "value": 1.0} for c in h["concepts"]]} for h in hits]}
+
+    def _search_query(self, app_id: str, body: PostSearchesRequest, authorization: str | None):
+        key_service.authorize(self.ctx, authorization, app_id, "search")
+        index = self.indexes.get(self.ctx, app_id)
+        search_service.check_concept(self.ctx, app_id, body.concept)
+        query = body.query
+        image = None if query.image is None else self._read_image(app_id, query.image, "query.image", "query.image")
+        vector, data = search_service.query_source(self.ctx, app_id, index, image, query.input_id)
+        return index, vector, data
+
 
 def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5):
     """The bound application; replicas load weights from the settings' storage (local or S3)."""
@@ -244,4 +282,7 @@ def start(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **optio
 
 
 def stop() -> None:
+    """Remove the application and shut Serve down: its HTTP proxy would otherwise keep the
+    port, and a later ``start`` on another port would still be answered on the old one."""
     serve.delete(APP_NAME)
+    serve.shutdown()

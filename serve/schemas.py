@@ -76,3 +76,58 @@ class PostOutputsResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     status: Status
+
+
+# --- visual search -------------------------------------------------------------------
+
+MAX_TOP_K = 1000  # deeptrain.search.MAX_TOP_K
+
+
+class QueryImage(_Strict):
+    """Exactly one of: the bytes (base64), an object URL inside the service's storage."""
+
+    base64: str | None = None
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "QueryImage":
+        given = [k for k in ("base64", "url") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of base64, url (got {', '.join(given) or 'none'})")
+        return self
+
+
+class SearchQuery(_Strict):
+    """Search with an image (embedded by the app's search-index version) or a stored input (excluded from hits)."""
+
+    image: QueryImage | None = None
+    input_id: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SearchQuery":
+        if (self.image is None) == (self.input_id is None):
+            raise ValueError("give exactly one of image, input_id")
+        return self
+
+
+class PostSearchesRequest(_Strict):
+    query: SearchQuery
+    concept: str | None = Field(None, description="only inputs labelled with this concept id")
+    top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="number of hits")
+
+
+class HitConcept(BaseModel):
+    id: str
+    value: float = 1.0
+
+
+class SearchHit(BaseModel):
+    input: dict[str, Any] = Field(..., description='{"id": input id}')
+    score: float = Field(..., description="cosine similarity of the embeddings, in [-1, 1]")
+    concepts: list[HitConcept]
+
+
+class PostSearchesResponse(BaseModel):
+    status: Status
+    model: dict[str, Any] = Field(..., description="the embedding model version of the app's search index")
+    hits: list[SearchHit]

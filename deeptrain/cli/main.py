@@ -11,6 +11,7 @@ from deeptrain import __version__
 from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app, keys_app
 from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
+from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
 from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
 
@@ -27,6 +28,7 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")
 app.add_typer(keys_app, name="keys")
+app.add_typer(search_app, name="search")
 app.command("predict")(predict_command)
 
 # Commands of packages that build on deeptrain (``serve``) come in through entry points,
