@@ -118,16 +118,6 @@ def _embed_with_ray(ctx: Context, artifacts: str, todo: list[tuple[str, str]], b
         on_batch([str(i) for i in batch["input_id"]], normalize(batch["embedding"]))
 
 
-def _embed_locally(ctx: Context, artifacts: str, todo: list[tuple[str, str]], batch_size: int,
-                   on_batch: Callable[[list[str], np.ndarray], None]) -> None:
-    embedder = _Embedder(ctx.storage.uri, artifacts)
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
-        out = embedder({"input_id": np.array([i for i, _ in chunk], dtype=object),
-                        "storage_key": np.array([k for _, k in chunk], dtype=object)})
-        on_batch([str(i) for i in out["input_id"]], out["embedding"])
-
-
 # --- the index -------------------------------------------------------------------------
 
 
@@ -278,7 +268,7 @@ def _resolve_embedding_version(ctx: Context, app_id: str, model_id: str, version
 
 
 def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None = None, batch_size: int = 64,
-                *, on_progress: BuildProgress | None = None, use_ray: bool = True) -> dict[str, Any]:
+                *, on_progress: BuildProgress | None = None) -> dict[str, Any]:
     """Index (or update the index of) every input of the app with a trained embedding version.
 
     Without ``version_id``: the model's default version, else its newest trained one.
@@ -331,7 +321,7 @@ def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None
             on_progress(len(ids), len(todo))
 
     if todo:
-        (_embed_with_ray if use_ray else _embed_locally)(ctx, version["artifacts"], todo, batch_size, add)
+        _embed_with_ray(ctx, version["artifacts"], todo, batch_size, add)
     if index is None:
         raise InvalidInput(f"app {app_id!r} has no inputs to index")
 
