@@ -1,8 +1,8 @@
 """A real multi-node Ray cluster on this machine, for tests: ``ray start`` processes on loopback.
 
-    with local_ray_cluster(tmp, env) as cluster:            # head: 2 CPUs, dashboard on loopback
-        node = cluster.add_node(num_cpus=2, resources={"node2": 1})
-        cluster.dashboard_url                               # http://127.0.0.1:PORT (Ray Jobs)
+    with local_ray_cluster(tmp, env) as cluster:            # head on 127.0.0.2, 2 CPUs
+        node = cluster.add_node(num_cpus=2, resources={"node2": 1})   # on 127.0.0.3
+        cluster.dashboard_url                               # http://127.0.0.2:PORT (Ray Jobs)
         cluster.kill_node(node)                             # a node lost: SIGKILL to its processes
         cluster.add_node(...)                               # resources come back
 
@@ -11,9 +11,8 @@ its processes die with the test, PR_SET_PDEATHSIG) with its own ``--temp-dir`` a
 ports, so it never collides with the session's in-process cluster nor with anyone's
 /tmp/ray, and stopping it kills exactly its own processes: its process group, then any
 process still naming its temp dir (no ``ray stop``, which would kill every Ray on the
-machine). Nodes are on loopback: the head's node IP is 127.0.0.1 through Ray's
-"no cluster on this OS" switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which makes Ray
-use the loopback IP), and the other nodes take the IP they reach the head from.
+machine). Each node has a loopback IP of its own, 127.0.0.2, 127.0.0.3, ...: ``ray start``
+replaces 127.0.0.1 (and ``localhost``) by the machine's network address, not these.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from typing import Iterator
 from tests.servers import _spawn, _stop
 
 RAY = str(Path(sys.executable).with_name("ray"))
+HEAD_IP = "127.0.0.2"
 START_TIMEOUT = 120.0
 
 
@@ -63,36 +63,38 @@ class LocalRayCluster:
     gcs_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     nodes: list[RayNode] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)  # ids of killed nodes (the cluster may still list them)
 
     @property
     def gcs_address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
+        return f"{HEAD_IP}:{self.gcs_port}"
 
     @property
     def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
+        return f"http://{HEAD_IP}:{self.dashboard_port}"
 
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> RayNode:
-        temp_dir = self.root / f"{name}-{len(list(self.root.glob('*.log'))):02d}"
+    def _start(self, name: str, args: list[str]) -> RayNode:
+        started = len(list(self.root.glob("*.log")))
+        temp_dir = self.root / f"{name}-{started:02d}"
         temp_dir.mkdir(parents=True)
         cmd = [RAY, "start", "--block", "--disable-usage-stats", "--temp-dir", str(temp_dir),
-               "--object-store-memory", str(150 * 2**20), *args, *_port_args()]
-        proc = _spawn(cmd, self.root / f"{temp_dir.name}.log", env=env)
+               "--node-ip-address", f"127.0.0.{started + 2}", "--object-store-memory", str(150 * 2**20),
+               *args, *_port_args()]
+        proc = _spawn(cmd, self.root / f"{temp_dir.name}.log", env=self.env)
         node = RayNode(name, temp_dir, proc)
         self.nodes.append(node)
         return node
 
     def start_head(self, num_cpus: float, resources: dict[str, float] | None = None) -> RayNode:
-        env = {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # node IP = 127.0.0.1 (see above)
-        node = self._start("head", ["--head", "--port", str(self.gcs_port), "--dashboard-host", "127.0.0.1",
+        node = self._start("head", ["--head", "--port", str(self.gcs_port), "--dashboard-host", HEAD_IP,
                                     "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port",
                                     str(free_port()), "--num-cpus", str(num_cpus),
-                                    "--resources", json.dumps(resources or {})], env)
+                                    "--resources", json.dumps(resources or {})])
         return self._wait_for(node)
 
     def add_node(self, num_cpus: float, resources: dict[str, float] | None = None, name: str = "node") -> RayNode:
         node = self._start(name, ["--address", self.gcs_address, "--num-cpus", str(num_cpus),
-                                  "--resources", json.dumps(resources or {})], self.env)
+                                  "--resources", json.dumps(resources or {})])
         return self._wait_for(node)
 
     def alive_nodes(self) -> list:
@@ -104,7 +106,7 @@ class LocalRayCluster:
     def _wait_for(self, node: RayNode) -> RayNode:
         """Wait until the node is ALIVE in the cluster (read from the dashboard) and learn its id."""
         deadline = time.monotonic() + START_TIMEOUT
-        known = {n.node_id for n in self.nodes if n.node_id}
+        known = {n.node_id for n in self.nodes if n.node_id} | self.lost
         while time.monotonic() < deadline:
             if node.proc.poll() is not None:
                 raise RuntimeError(f"ray start for {node.name} exited {node.proc.returncode}: "
@@ -124,6 +126,7 @@ class LocalRayCluster:
         _stop(node.proc, signal.SIGKILL, timeout=5)
         _kill_naming(node.temp_dir)
         self.nodes.remove(node)
+        self.lost.add(node.node_id)
 
     def shutdown(self) -> None:
         for node in reversed(list(self.nodes)):
@@ -143,10 +146,12 @@ def _kill_naming(temp_dir: Path) -> None:
 
 def cluster_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of the cluster's processes: this Python first on PATH (the job's ``python``),
-    no RAY_ADDRESS of another cluster, Ray's temp files under ``root``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    no RAY_ADDRESS of another cluster, Ray's temp files under ``root``, and no token
+    authentication (Ray turns it on when ~/.ray/auth_token exists; clients here send none)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_TMPDIR"] = str(root)
+    env["RAY_AUTH_MODE"] = "disabled"
     env.update(extra or {})
     return env
 

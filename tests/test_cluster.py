@@ -173,6 +173,18 @@ def test_a_job_that_cannot_start_fails_its_version_with_the_reason(case, cluster
     print(f"\n{case}: job {job_id} -> version {version_id} failed: {version['error'][:300]!r}")
 
 
+def test_stopping_a_job_cancels_its_version(cluster, deployment):
+    settings, client, *_ = deployment
+    client.create_model(APP, "stopped", "classification", TEMPLATE, PARAMS)
+    submitted = _submit(settings, cluster, "stopped", "--package", "local")
+    job_id, version_id = submitted["job"]["job_id"], submitted["version"]["id"]
+    proc = run_cli(settings, "jobs", "stop", job_id, "--address", cluster.dashboard_url, "--json", check=True)
+    job = json.loads(proc.stdout)
+    assert job["status"] == "STOPPED" and job["version_status"] == "cancelled"
+    version = client.get_version(APP, "stopped", version_id)
+    assert version["status"] == "cancelled" and version["error"] == f"Ray job {job_id} was stopped"
+
+
 def test_losing_a_node_mid_training_recovers_from_a_checkpoint(cluster, deployment):
     """node2 dies while training (SIGKILL to all its processes); Ray Train's FailureConfig restarts
     the worker group, which waits for two nodes, and continues from the last checkpoint once a
