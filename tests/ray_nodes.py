@@ -1,6 +1,6 @@
 """A real multi-node Ray cluster on this machine, for tests: ``ray start`` processes on loopback.
 
-    with local_ray_cluster(tmp, env) as cluster:            # head on 127.0.0.2, 2 CPUs
+    with local_ray_cluster({"VAR": "value"}) as cluster:    # head on 127.0.0.2, 2 CPUs
         node = cluster.add_node(num_cpus=2, resources={"node2": 1})   # on 127.0.0.3
         cluster.dashboard_url                               # http://127.0.0.2:PORT (Ray Jobs)
         cluster.kill_node(node)                             # a node lost: SIGKILL to its processes
@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,24 +146,36 @@ def _kill_naming(temp_dir: Path) -> None:
                 os.kill(int(cmdline.parent.name), signal.SIGKILL)
 
 
-def cluster_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def cluster_env(root: Path, overrides: dict[str, str | None] | None = None) -> dict[str, str]:
     """Environment of the cluster's processes: this Python first on PATH (the job's ``python``),
     no RAY_ADDRESS of another cluster, Ray's temp files under ``root``, and no token
-    authentication (Ray turns it on when ~/.ray/auth_token exists; clients here send none)."""
+    authentication (Ray turns it on when ~/.ray/auth_token exists; clients here send none).
+    ``overrides``: variables to set, or to remove (None)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER", "RAY_AUTH"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_TMPDIR"] = str(root)
     env["RAY_AUTH_MODE"] = "disabled"
-    env.update(extra or {})
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
 @contextlib.contextmanager
-def local_ray_cluster(root: Path, env: dict[str, str], head_cpus: float = 2,
+def local_ray_cluster(env: dict[str, str | None] | None = None, head_cpus: float = 2,
                       head_resources: dict[str, float] | None = None) -> Iterator[LocalRayCluster]:
-    cluster = LocalRayCluster(root, env)
+    """A head node (more with ``add_node``), all stopped and their files removed at the end.
+
+    The files live in a short /tmp path of their own: Ray's Unix sockets under a node's
+    temp dir must stay within 107 bytes, which pytest's tmp_path does not guarantee.
+    """
+    root = Path(tempfile.mkdtemp(prefix="dt-ray-"))
+    cluster = LocalRayCluster(root, cluster_env(root, env))
     try:
         cluster.start_head(head_cpus, head_resources)
         yield cluster
     finally:
         cluster.shutdown()
+        shutil.rmtree(root, ignore_errors=True)

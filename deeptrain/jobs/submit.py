@@ -7,7 +7,7 @@ as the job's metadata and the job's id on the version. The job's entrypoint reco
 version's progress, result or failure in the shared store. When the job ends before its
 entrypoint could record anything (its runtime env failed, it could not import deeptrain
 or reach the store, it was stopped), ``reconcile`` marks the version from the Ray job's
-status; every function here that looks at a job reconciles it.
+status; every function here that looks at a job reconciles it (``reconcile``).
 """
 
 from __future__ import annotations
@@ -221,51 +221,56 @@ def _job_info(client, job_id: str):
         raise ClusterError(f"cannot read Ray job {job_id!r}: {exc}") from None
 
 
-def reconcile(ctx: Context, client, job: dict[str, Any]) -> dict[str, Any] | None:
-    """Make an ended job's version final; returns the version (None for jobs without one).
+def reconcile(ctx: Context, client, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Make the versions of an ended job final; returns the job's versions.
 
-    Only a version that still names this job and is not final changes: a job that ends
-    while its version is queued or training could not record the outcome itself.
+    A job's versions are those that record its id: ``submit train``'s one, or those the
+    job created (e.g. tuning trials, through DEEPTRAIN_JOB_ID). One still queued or
+    training after the job ended could not record the outcome itself: it becomes
+    ``failed`` with the job's message and the end of its log (``cancelled`` if stopped).
     """
-    if not job.get("version"):
-        return None
-    key = (job["app"], job["model"], job["version"])
-    try:
-        version = model_service.get_version(ctx, *key)
-    except NotFound:
-        return None
-    if job["status"] not in TERMINAL or version["status"] in model_service.FINAL or version["job_id"] != job["job_id"]:
-        return version
+    versions = model_service.versions_of_job(ctx, job["job_id"])
+    unfinished = [v for v in versions if v["status"] not in model_service.FINAL]
+    if job["status"] not in TERMINAL or not unfinished:
+        return versions
     if job["status"] == "STOPPED":
-        return model_service.update_version(ctx, *key, status="cancelled", error=f"Ray job {job['job_id']} was stopped")
-    reason = f"Ray job {job['job_id']} {job['status'].lower()} before the version finished: {job['message'] or ''}"
-    try:
-        logs = client.get_job_logs(job["job_id"]).strip()
-    except Exception:  # no logs: the job never started its entrypoint
-        logs = ""
-    if logs:
-        reason += f"\n--- last lines of the job's log ---\n{logs[-LOG_TAIL_CHARS:]}"
-    return model_service.update_version(ctx, *key, status="failed", error=reason[:4000])
+        fields = {"status": "cancelled", "error": f"Ray job {job['job_id']} was stopped"}
+    else:
+        reason = f"Ray job {job['job_id']} {job['status'].lower()} before the version finished: {job['message'] or ''}"
+        try:
+            logs = client.get_job_logs(job["job_id"]).strip()
+        except Exception:  # no logs: the job never started its entrypoint
+            logs = ""
+        if logs:
+            reason += f"\n--- last lines of the job's log ---\n{logs[-LOG_TAIL_CHARS:]}"
+        fields = {"status": "failed", "error": reason[:4000]}
+    done = {(v["app_id"], v["model_id"], v["id"]): model_service.update_version(
+        ctx, v["app_id"], v["model_id"], v["id"], **fields) for v in unfinished}
+    return [done.get((v["app_id"], v["model_id"], v["id"]), v) for v in versions]
 
 
-def _with_version(ctx: Context, client, info) -> dict[str, Any]:
+def _with_versions(ctx: Context, client, info) -> dict[str, Any]:
+    """The job record with its versions' status (reconciled) and, for ``submit train``'s, its own."""
     job = job_record(info)
-    version = reconcile(ctx, client, job)
-    if version is not None:
-        job["version_status"], job["version_error"] = version["status"], version["error"]
+    versions = reconcile(ctx, client, job)
+    job["versions"] = [{"app": v["app_id"], "model": v["model_id"], "version": v["id"], "status": v["status"],
+                        "error": v["error"]} for v in versions]
+    own = next((v for v in job["versions"] if v["version"] == job["version"]), None)
+    if own is not None:
+        job["version_status"], job["version_error"] = own["status"], own["error"]
     return job
 
 
 def get_job(ctx: Context, job_id: str, address: str | None = None, client=None) -> dict[str, Any]:
     client = client or connect(address)
-    return _with_version(ctx, client, _job_info(client, job_id))
+    return _with_versions(ctx, client, _job_info(client, job_id))
 
 
 def list_jobs(ctx: Context, address: str | None = None) -> list[dict[str, Any]]:
     """The cluster's deeptrain jobs (those ``submit`` sent), oldest first."""
     client = connect(address)
     infos = [i for i in client.list_jobs() if (i.metadata or {}).get(META["command"])]
-    return [_with_version(ctx, client, i) for i in sorted(infos, key=lambda i: i.start_time or 0)]
+    return [_with_versions(ctx, client, i) for i in sorted(infos, key=lambda i: i.start_time or 0)]
 
 
 def wait_job(ctx: Context, job_id: str, address: str | None = None, timeout_s: float | None = None,
@@ -278,7 +283,7 @@ def wait_job(ctx: Context, job_id: str, address: str | None = None, timeout_s: f
         if on_poll:
             on_poll(job)
         if job["status"] in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
-            return _with_version(ctx, client, _job_info(client, job_id))
+            return _with_versions(ctx, client, _job_info(client, job_id))
         time.sleep(poll_s)
 
 

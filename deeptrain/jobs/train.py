@@ -375,21 +375,21 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
     version, and Ray Train (V2) reloads the checkpoint list it left there, so
     ``ray.train.get_checkpoint()`` hands the workers the newest checkpoint.
     """
-    import ray.train
-    import torch
-    from ray.data import ExecutionOptions
-    from ray.train.torch import TorchTrainer
-
-    from deeptrain.jobs.cluster import ensure_ray, worker_env
-    from deeptrain.training.loop import TrainSpec
-    from deeptrain.training.report import write_report
-
     key = (app_id, model_id, version_id)
     version = model_service.get_version(ctx, *key)
     model = model_service.get_model(ctx, app_id, model_id)
     params = HyperParams.model_validate(plan.params)
     prefix = version["artifacts"]
-    with recording_failure(ctx, key):
+    with recording_failure(ctx, key):  # imports too: a dependency the cluster lacks fails the version
+        import ray.train
+        import torch
+        from ray.data import ExecutionOptions
+        from ray.train.torch import TorchTrainer
+
+        from deeptrain.jobs.cluster import ensure_ray, worker_env
+        from deeptrain.training.loop import TrainSpec
+        from deeptrain.training.report import write_report
+
         ensure_ray()
         scaling = scaling_config(params, WorkerResources(**plan.resources))
         # the workers use exactly what was reserved for them

@@ -157,6 +157,13 @@ def list_versions(ctx: Context, app_id: str, model_id: str) -> list[dict[str, An
         return [version_dict(v) for v in rows]
 
 
+def versions_of_job(ctx: Context, job_id: str) -> list[dict[str, Any]]:
+    """The versions (of any app) that record this Ray job's id, oldest first."""
+    with ctx.store.session() as s:
+        rows = s.scalars(select(ModelVersion).where(ModelVersion.job_id == job_id).order_by(ModelVersion.created_at))
+        return [version_dict(v) for v in rows]
+
+
 def update_version(ctx: Context, app_id: str, model_id: str, version_id: str, **fields: Any) -> dict[str, Any]:
     """Set fields of a version; a status change stamps started/finished times."""
     with ctx.store.session() as s:
