@@ -82,7 +82,8 @@ class LocalRayCluster:
         cmd = [RAY, "start", "--block", "--disable-usage-stats", "--temp-dir", str(temp_dir),
                "--node-ip-address", f"127.0.0.{started + 2}", "--object-store-memory", str(150 * 2**20),
                *args, *_port_args()]
-        proc = _spawn(cmd, self.root / f"{temp_dir.name}.log", env=self.env)
+        # cwd: not this checkout, which `python -m` in the job would import before the shipped code
+        proc = _spawn(cmd, self.root / f"{temp_dir.name}.log", env=self.env, cwd=temp_dir)
         node = RayNode(name, temp_dir, proc)
         self.nodes.append(node)
         return node

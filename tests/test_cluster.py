@@ -60,9 +60,9 @@ def deployment(s3_server, s3_bucket, pg_server, fashion_small, tmp_path_factory)
         yield settings, client, s3_bucket, name, aws
 
 
-def _submit(settings, cluster, model: str, *args: str, env: dict | None = None) -> dict:
+def _submit(settings, cluster, model: str, *args: str, **run_kwargs) -> dict:
     proc = run_cli(settings, "submit", "train", APP, model, "--address", cluster.dashboard_url, *args, "--json",
-                   env=env)
+                   **run_kwargs)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
 
@@ -184,13 +184,13 @@ def test_a_job_that_cannot_start_fails_its_version_with_the_reason(case, cluster
     can record it, ``jobs wait`` does, from the Ray job's status and log."""
     settings, client, *_ = deployment
     closed = f"127.0.0.1:{free_port()}"
-    env = None
+    run_kwargs = {}
     if case == "import-fails":  # this checkout's code, but the training loop needs a package the cluster lacks
         shutil.copytree(Path(deeptrain.__file__).parent, tmp_path / "deeptrain",
                         ignore=shutil.ignore_patterns("__pycache__"))
         loop = tmp_path / "deeptrain" / "training" / "loop.py"
-        loop.write_text("import deeptrain_dependency_the_cluster_lacks  # noqa\n" + loop.read_text())
-        env = {"PYTHONPATH": str(tmp_path)}
+        loop.write_text(loop.read_text() + "\nimport deeptrain_dependency_the_cluster_lacks  # noqa\n")
+        run_kwargs = {"env": {"PYTHONPATH": str(tmp_path)}, "cwd": tmp_path}  # not the checkout (python -m: cwd first)
     args, expected, recorded_by_job = {
         "import-fails": (["--package", "local"], "No module named 'deeptrain_dependency_the_cluster_lacks'", True),
         "storage-unreachable": (["--package", "local", "--env", f"AWS_ENDPOINT_URL=http://{closed}"],
@@ -201,7 +201,7 @@ def test_a_job_that_cannot_start_fails_its_version_with_the_reason(case, cluster
     }[case]
     model = case.replace("-", "")[:24]
     client.create_model(APP, model, "classification", TEMPLATE, PARAMS)
-    submitted = _submit(settings, cluster, model, *args, env=env)
+    submitted = _submit(settings, cluster, model, *args, **run_kwargs)
     job_id, version_id = submitted["job"]["job_id"], submitted["version"]["id"]
     rc, job = _wait(settings, cluster, job_id)
     assert rc == 1 and job["status"] == "FAILED", job
@@ -209,6 +209,9 @@ def test_a_job_that_cannot_start_fails_its_version_with_the_reason(case, cluster
     assert version["status"] == "failed" and expected in version["error"], version["error"]
     # who recorded it: the job's own entrypoint, or the reconciliation with the Ray job's status
     assert version["error"].startswith(f"Ray job {job_id} failed") != recorded_by_job
+    if not recorded_by_job:  # the whole log, streamed until the job's end
+        followed = run_cli(settings, "jobs", "logs", job_id, "--follow", "--address", cluster.dashboard_url, check=True)
+        assert expected in followed.stdout and "cannot open the metadata database" in followed.stdout
     print(f"\n{case}: job {job_id} -> version {version_id} failed: {version['error'][:300]!r}")
 
 

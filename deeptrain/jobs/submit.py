@@ -7,7 +7,7 @@ as the job's metadata and the job's id on the version. The job's entrypoint reco
 version's progress, result or failure in the shared store. When the job ends before its
 entrypoint could record anything (its runtime env failed, it could not import deeptrain
 or reach the store, it was stopped), ``reconcile`` marks the version from the Ray job's
-status; every function here that looks at a job reconciles it (``reconcile``).
+status; every function here that reads a job calls it.
 """
 
 from __future__ import annotations
@@ -261,8 +261,8 @@ def _with_versions(ctx: Context, client, info) -> dict[str, Any]:
     return job
 
 
-def get_job(ctx: Context, job_id: str, address: str | None = None, client=None) -> dict[str, Any]:
-    client = client or connect(address)
+def get_job(ctx: Context, job_id: str, address: str | None = None) -> dict[str, Any]:
+    client = connect(address)
     return _with_versions(ctx, client, _job_info(client, job_id))
 
 
