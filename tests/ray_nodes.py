@@ -38,10 +38,22 @@ HEAD_IP = "127.0.0.2"
 START_TIMEOUT = 120.0
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this process.
+
+    The OS may return a port again once its probe socket is closed; Ray refuses to start
+    when two of its components are given the same number, so remember every one given.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _port_args() -> list[str]:
