@@ -10,7 +10,10 @@ input id), and sends each image to the Predictor with the version's
 artifact prefix as the multiplexed model id. Searches (``POST /v2/apps/{app}/searches``,
 ``search`` scope) embed a query image through the same Predictor (batched, multiplexed)
 and look it up in the app's faiss index (``deeptrain.search``), which the Gateway keeps
-loaded per app and reloads when the app's index pointer names a new build. Errors are
+loaded per app and reloads when the app's index pointer names a new build. Workflows
+(``POST /v2/apps/{app}/workflows/{name}/results``, ``predict`` scope) run
+``deeptrain.services.workflows.run_workflow`` in a worker thread, each step's images sent
+to the Predictor at once (so a detector's crops are classified in batches). Errors are
 JSON ``{"status": {"code", "description"}}`` with a 4xx status; a 500 never carries a
 stack trace.
 
@@ -43,8 +46,9 @@ from deeptrain.services import inputs as input_service
 from deeptrain.services import keys as key_service
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
+from deeptrain.services import workflows as workflow_service
 from serve.schemas import (ErrorResponse, Input, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
-                           PostSearchesResponse)
+                           PostSearchesResponse, PostWorkflowResultsRequest, PostWorkflowResultsResponse)
 
 log = logging.getLogger("deeptrain.serve")
 
@@ -138,10 +142,31 @@ def _clarifai_data(task: str, out: dict[str, Any], min_value: float | None) -> d
     if task == "classification":
         return {"concepts": [c for c in out["concepts"] if min_value is None or c["value"] >= min_value]}
     if task == "detection":
-        return {"regions": [{"region_info": {"bounding_box": r["bounding_box"]},
+        return {"regions": [{"id": uuid.uuid4().hex, "region_info": {"bounding_box": r["bounding_box"]},
                              "data": {"concepts": [{"id": r["concept"], "value": r["value"]}]}}
                             for r in out["regions"]]}
     return {"embeddings": [{"vector": out["embedding"], "num_dimensions": len(out["embedding"])}]}
+
+
+def _workflow_outputs(outputs: list[dict[str, Any]], min_value: float | None) -> list[dict[str, Any]]:
+    """A workflow result in Clarifai's shape: after a detect step, each output's regions share the detector's ids."""
+    first = outputs[0]
+    region_ids = [uuid.uuid4().hex for _ in first.get("regions", [])]
+    converted = []
+    for out in outputs:
+        task = workflow_service.STEP_TASKS[out["kind"]]
+        if out["kind"] == "detect":
+            data = _clarifai_data(task, out, min_value)
+            for rid, region in zip(region_ids, data["regions"]):
+                region["id"] = rid
+        elif "regions" in out:  # a step on the detector's crops
+            data = {"regions": [{"id": rid, "region_info": {"bounding_box": r["bounding_box"]},
+                                 "data": _clarifai_data(task, r, min_value)} for rid, r in zip(region_ids, out["regions"])]}
+        else:
+            data = _clarifai_data(task, out, min_value)
+        converted.append({"id": uuid.uuid4().hex, "model": {"id": out["model_id"],
+                                                            "model_version": {"id": out["version_id"]}}, "data": data})
+    return converted
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -224,6 +249,39 @@ class Gateway:
             outputs.append({"id": uuid.uuid4().hex, "input": input_ref, "model": ref,
                             "data": _clarifai_data(model["task"], out, config.min_value)})
         return {"status": {"code": 10000, "description": "Ok"}, "outputs": outputs}
+
+    @api.post("/v2/apps/{app_id}/workflows/{workflow_id}/results", response_model=PostWorkflowResultsResponse,
+              summary="run a workflow (e.g. detect -> crop each region -> classify/embed) on each input")
+    async def workflow_results(self, app_id: str, workflow_id: str, body: PostWorkflowResultsRequest,
+                               authorization: str | None = Header(None)) -> dict[str, Any]:
+        try:
+            results = await asyncio.wait_for(asyncio.to_thread(self._run_workflow, app_id, workflow_id, body,
+                                                               authorization), REQUEST_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return _error(504, "timeout", f"workflow took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+        min_value = body.output_config.min_value
+        ok = {"code": 10000, "description": "Ok"}
+        return {"status": ok, "workflow": {"id": workflow_id},
+                "results": [{"status": ok, "input": {"id": inp.id or inp.data.image.input_id},
+                             "outputs": _workflow_outputs(r["outputs"], min_value)}
+                            for inp, r in zip(body.inputs, results)]}
+
+    def _run_workflow(self, app_id: str, workflow_id: str, body: PostWorkflowResultsRequest,
+                      authorization: str | None) -> list[dict[str, Any]]:
+        """In a worker thread: the workflow service's orchestration, each step on the Predictor (batched)."""
+        key_service.authorize(self.ctx, authorization, app_id, "predict")
+        workflow_service.get_workflow(self.ctx, app_id, workflow_id)
+        images = [self._image_bytes(app_id, k, inp) for k, inp in enumerate(body.inputs)]
+        config = body.output_config
+        return workflow_service.run_workflow(self.ctx, app_id, workflow_id, images, self._predict_blocking,
+                                             threshold=config.min_value, top_k=config.max_concepts)
+
+    def _predict_blocking(self, version: dict[str, Any], images: list[bytes], threshold: float | None,
+                          top_k: int | None) -> list[dict[str, Any]]:
+        """Predictions of one version from a worker thread: all images sent at once, so the Predictor batches them."""
+        handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
+        responses = [handle.predict.remote(data, threshold, top_k) for data in images]
+        return [r.result(timeout_s=REQUEST_TIMEOUT_S) for r in responses]
 
     @api.post("/v2/apps/{app_id}/searches", response_model=PostSearchesResponse,
               summary="visual search: the app's inputs nearest to an image or a stored input (search scope)")

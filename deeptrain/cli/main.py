@@ -13,6 +13,7 @@ from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
+from deeptrain.cli.workflows import workflows_app
 from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")
 app.add_typer(keys_app, name="keys")
 app.add_typer(search_app, name="search")
+app.add_typer(workflows_app, name="workflows")
 app.command("predict")(predict_command)
 
 # Commands of packages that build on deeptrain (``serve``) come in through entry points,
