@@ -169,12 +169,61 @@ def test_api_keys(served):
         assert fragment in r.json()["status"]["description"]
 
 
+def test_multipart_upload(served, fashion_small):
+    """Image files as multipart/form-data parts: the same outputs as the same bytes in base64 JSON."""
+    _, version, http = served
+    path = f"/v2/apps/fashion/models/clf/versions/{version['id']}/outputs"
+    files = sorted((fashion_small / "test").rglob("*.png"))[:2]
+    r = http.post(path, files=[("image", (f.name, f.read_bytes(), "image/png")) for f in files],
+                  data={"max_concepts": "2"})
+    assert r.status_code == 200, r.text
+    as_json = _post(http, path, *(_b64(f.read_bytes()) for f in files), max_concepts=2)
+    for upload, ref, f in zip(r.json()["outputs"], as_json.json()["outputs"], files):
+        assert upload["input"]["id"] == f.name and len(upload["data"]["concepts"]) == 2
+        assert upload["data"]["concepts"] == ref["data"]["concepts"]
+    png = ("image", ("a.png", files[0].read_bytes(), "image/png"))
+    cases = [
+        (http.post(path, files=[("file", ("a.png", b"x", "image/png"))]), 400, "unknown multipart field(s) 'file'"),
+        (http.post(path, files=[("max_concepts", (None, b"2"))]), 400, "no 'image' file part"),
+        (http.post(path, files=[png], data={"image": "text"}), 400, "is a text field, not a file"),
+        (http.post(path, files=[png], data={"top": "3"}), 400, "unknown multipart field(s) 'top'"),
+        (http.post(path, files=[png], data={"max_concepts": "zero"}), 400, "max_concepts"),
+        (http.post(path, files=[("image", ("x.png", b"not an image", "image/png"))]), 400, "inputs[0]: not an image"),
+        (http.post(path, files=[png] * 33), 400, "invalid multipart body: Too many files. Maximum number of files is 32"),
+        (http.post(path, content=b"--b\r\nbroken", headers={"content-type": "multipart/form-data; boundary=b"}),
+         400, "multipart body"),
+    ]
+    for r, status, fragment in cases:
+        assert r.status_code == status, (status, r.text)
+        assert fragment in r.json()["status"]["description"], r.text
+    assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_chunked_body_over_the_limit_is_refused(served):
+    """A body without Content-Length is counted as it arrives: 413 past DEEPTRAIN_MAX_REQUEST_BYTES."""
+    _, _, http = served
+
+    def chunks():
+        for _ in range(65):
+            yield b"x" * 2**20
+
+    r = http.post("/v2/apps/fashion/models/clf/outputs", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["status"]["description"]
+    assert http.get("/healthz").json() == {"status": "ok"}
+
+
 def test_openapi_document(served):
     _, _, http = served
     doc = http.get("/openapi.json").json()
     assert {"/v2/apps/{app_id}/models/{model_id}/versions/{version_id}/outputs",
             "/v2/apps/{app_id}/models/{model_id}/outputs", "/healthz", "/readyz"} <= set(doc["paths"])
+    body = doc["paths"]["/v2/apps/{app_id}/models/{model_id}/outputs"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/PostOutputsRequest"}
+    assert "PostOutputsRequest" in doc["components"]["schemas"]
+    assert body["multipart/form-data"]["schema"]["properties"]["image"]["items"]["format"] == "binary"
     assert http.get("/docs").status_code == 200
+    r = http.get("/v2/nothing-here")
+    assert r.status_code == 404 and r.json()["status"]["code"] == "not_found"
 
 
 def test_deploy_config_is_valid_and_builds():
@@ -429,6 +478,14 @@ def test_workflow_errors_and_no_regions(served, detector):
     none = http.post("/v2/apps/fashion/workflows/trees/results", json={**ok, "output_config": {"min_value": 1.0}})
     assert none.status_code == 200, none.text
     assert [o["data"]["regions"] for o in none.json()["results"][0]["outputs"]] == [[], []]
+    as_json = http.post("/v2/apps/fashion/workflows/trees/results", json=ok).json()["results"][0]["outputs"]
+    upload = http.post("/v2/apps/fashion/workflows/trees/results",
+                       files=[("image", ("wide.png", images["wide"], "image/png"))])
+    assert upload.status_code == 200, upload.text
+    [result] = upload.json()["results"]
+    assert result["input"]["id"] == "wide.png"
+    assert [[x["region_info"] for x in o["data"]["regions"]] for o in result["outputs"]] == \
+        [[x["region_info"] for x in o["data"]["regions"]] for o in as_json]
     search_only = client.create_key("fashion", ["search"])["key"]
     cases = [
         (http.post("/v2/apps/fashion/workflows/nope/results", json=ok), 404, "workflow 'nope'"),
@@ -443,3 +500,4 @@ def test_workflow_errors_and_no_regions(served, detector):
         assert fragment in r.json()["status"]["description"], r.text
     assert http.get("/healthz").json() == {"status": "ok"}
     assert "/v2/apps/{app_id}/workflows/{workflow_id}/results" in http.get("/openapi.json").json()["paths"]
+
