@@ -501,3 +501,48 @@ def test_workflow_errors_and_no_regions(served, detector):
     assert http.get("/healthz").json() == {"status": "ok"}
     assert "/v2/apps/{app_id}/workflows/{workflow_id}/results" in http.get("/openapi.json").json()["paths"]
 
+
+
+# --- fuzzing against the OpenAPI document ------------------------------------------------
+
+FUZZ_EXAMPLES = 50  # per operation, data mode (valid/invalid by the schema) and target (real/random resources)
+
+
+def test_fuzz_against_the_openapi_document(served, detector):
+    """schemathesis generates requests from the live app's own /openapi.json: bodies valid and invalid by the
+    schema, JSON and multipart, aimed at the real app, models and workflow with a valid key, and at random
+    ones with random headers. No answer is a 500 and every answer is documented (status code, content type,
+    body schema). Derandomized: every run sends the same requests."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
+                                     status_code_conformance)
+    from schemathesis.generation.modes import GenerationMode
+
+    _, clf_version, http = served
+    schema = schemathesis.openapi.from_url(str(http.base_url.join("/openapi.json")))
+    real = {"app_id": "fashion", "model_id": "clf", "version_id": clf_version["id"], "workflow_id": "trees"}
+    key = {"Authorization": http.headers["Authorization"]}
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 6
+    for operation in operations:
+        names = {p.name for p in operation.path_parameters}
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            for aimed in (True, False):
+                strategy = operation.as_strategy(
+                    mode, path_parameters={k: v for k, v in real.items() if k in names} if aimed else None,
+                    headers=key if aimed else None)
+
+                @given(case=strategy)
+                @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                def call(case):
+                    case.call_and_validate(checks=checks, timeout=120)
+
+                try:
+                    call()
+                except Unsatisfiable:  # nothing in the request can be made invalid (GET /healthz)
+                    assert mode == GenerationMode.NEGATIVE, operation.label
+    assert http.get("/healthz").status_code == 200
