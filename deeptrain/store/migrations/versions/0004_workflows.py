@@ -7,7 +7,7 @@ Revises: 0003
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_workflows"
+revision = "0004_workflows"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
