@@ -114,16 +114,59 @@ class Client:
         return models_service.delete_model(self.ctx, app_id, model_id)
 
     def train(self, app_id: str, model_id: str, params: dict[str, Any] | None = None, *, workers: int = 1,
-              dataset_version: str | None = None, on_version=None) -> dict[str, Any]:
-        """Train a new version on Ray Train and wait for it (snapshots a dataset version when none is given)."""
+              dataset_version: str | None = None, on_version=None, resources=None) -> dict[str, Any]:
+        """Train a new version on Ray Train and wait for it (snapshots a dataset version when none is given).
+
+        ``resources``: a ``deeptrain.jobs.train.WorkerResources`` (CPUs/GPUs per worker, placement)."""
         from deeptrain.jobs import train as train_job
 
-        return train_job.train(self.ctx, app_id, model_id, params, dataset_version, workers, on_version)
+        return train_job.train(self.ctx, app_id, model_id, params, dataset_version, workers, on_version, resources)
 
     def resume(self, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
         from deeptrain.jobs import train as train_job
 
         return train_job.resume(self.ctx, app_id, model_id, version_id)
+
+    # --- Ray Jobs on a cluster ----------------------------------------------------------
+    def submit_train(self, app_id: str, model_id: str, params: dict[str, Any] | None = None, *, workers: int = 1,
+                     dataset_version: str | None = None, resources=None, resume: str | None = None,
+                     address: str | None = None, package: str = "image",
+                     env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Queue a version (or take ``resume`` again) and train it as a Ray Job on the cluster at
+        ``address`` (default $RAY_ADDRESS); returns at once with ``{"job", "version"}``."""
+        from deeptrain.jobs import submit
+
+        return submit.submit_training(self.ctx, app_id, model_id, params, workers=workers,
+                                      dataset_version_id=dataset_version, resources=resources, resume=resume,
+                                      address=address, package=package, env=env)
+
+    def list_jobs(self, address: str | None = None) -> list[dict[str, Any]]:
+        from deeptrain.jobs import submit
+
+        return submit.list_jobs(self.ctx, address)
+
+    def get_job(self, job_id: str, address: str | None = None) -> dict[str, Any]:
+        from deeptrain.jobs import submit
+
+        return submit.get_job(self.ctx, job_id, address)
+
+    def wait_job(self, job_id: str, address: str | None = None, timeout: float | None = None,
+                 on_poll=None) -> dict[str, Any]:
+        """Wait until the job ends; its version is then final (marked failed when the job died first)."""
+        from deeptrain.jobs import submit
+
+        return submit.wait_job(self.ctx, job_id, address, timeout, on_poll)
+
+    def stop_job(self, job_id: str, address: str | None = None) -> dict[str, Any]:
+        from deeptrain.jobs import submit
+
+        return submit.stop_job(self.ctx, job_id, address)
+
+    def job_logs(self, job_id: str, address: str | None = None, follow: bool = False):
+        """The job's log (one string), or with ``follow`` its chunks as they come until the job ends."""
+        from deeptrain.jobs import submit
+
+        return submit.job_logs(job_id, address, follow)
 
     def list_versions(self, app_id: str, model_id: str) -> list[dict[str, Any]]:
         return models_service.list_versions(self.ctx, app_id, model_id)

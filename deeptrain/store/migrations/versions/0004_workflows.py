@@ -1,6 +1,6 @@
 """Workflows: named chains of model steps per app.
 
-Revision ID: 0005_workflows
+Revision ID: 0004_workflows
 Revises: 0003
 """
 
