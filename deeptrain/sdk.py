@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from deeptrain.config import Settings
 from deeptrain.formats import ImportRecord, Region
-from deeptrain.services import apps, concepts, datasets, inputs, keys
+from deeptrain.services import apps, concepts, datasets, inputs, keys, workflows
 from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
@@ -202,25 +202,43 @@ class Client:
 
     def load_version(self, app_id: str, model_id: str, version_id: str | None = None):
         """The version's model, ready for inference (cached per client)."""
+        return self._loaded(models_service.get_trained_version(self.ctx, app_id, model_id, version_id))
+
+    def _loaded(self, version: dict[str, Any]):
         from deeptrain.artifacts import load_model
 
-        version = models_service.get_trained_version(self.ctx, app_id, model_id, version_id)
         cache = self.__dict__.setdefault("_models", {})
         if version["artifacts"] not in cache:
             cache[version["artifacts"]] = load_model(self.ctx.storage, version["artifacts"])
         return cache[version["artifacts"]]
 
+    def _predict_version(self, version: dict[str, Any], images: list[bytes], threshold: float | None = None,
+                         top_k: int | None = None) -> list[dict[str, Any]]:
+        from deeptrain.inference import predict_bytes
+
+        return predict_bytes(self._loaded(version), images, threshold=threshold, top_k=top_k)
+
     def predict(self, app_id: str, model_id: str, images: Iterable[bytes | str | Path], *,
                 version_id: str | None = None, threshold: float | None = None,
                 top_k: int | None = None) -> list[dict[str, Any]]:
         """Predict on image bytes or files: concepts, regions or embeddings, one result per image."""
-        from deeptrain.images import inspect_image
-        from deeptrain.inference import predict_bytes
+        version = models_service.get_trained_version(self.ctx, app_id, model_id, version_id)
+        return self._predict_version(version, self._checked_images(images), threshold, top_k)
 
-        datas = [i if isinstance(i, bytes) else Path(i).read_bytes() for i in images]
-        for d in datas:
-            inspect_image(d, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
-        return predict_bytes(self.load_version(app_id, model_id, version_id), datas, threshold=threshold, top_k=top_k)
+    def _checked_images(self, images: Iterable[bytes | str | Path]) -> list[bytes]:
+        """The bytes of each image, checked (size, pixel limit, decodable); an error names the image."""
+        from deeptrain.errors import InvalidInput
+        from deeptrain.images import inspect_image
+
+        datas = []
+        for k, image in enumerate(images):
+            data = image if isinstance(image, bytes) else _read_file(image)
+            try:
+                inspect_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{'image ' + str(k) if isinstance(image, bytes) else str(image)}: {exc}") from None
+            datas.append(data)
+        return datas
 
     # --- visual search ---------------------------------------------------------------
     def build_search_index(self, app_id: str, model_id: str, version_id: str | None = None, *,
@@ -245,6 +263,28 @@ class Client:
         from deeptrain import search
 
         return search.index_info(self.ctx, app_id)
+
+    # --- workflows ----------------------------------------------------------------------
+    def create_workflow(self, app_id: str, workflow_id: str,
+                        steps: Iterable[str | Mapping[str, Any]]) -> dict[str, Any]:
+        """A chain of models run on one input; steps are ``KIND:MODEL[:VERSION]`` (kind detect, classify or
+        embed) or ``{"kind", "model_id", "version_id"}``; detect only first, later steps run on its regions."""
+        return workflows.create_workflow(self.ctx, app_id, workflow_id, list(steps))
+
+    def list_workflows(self, app_id: str) -> list[dict[str, Any]]:
+        return workflows.list_workflows(self.ctx, app_id)
+
+    def get_workflow(self, app_id: str, workflow_id: str) -> dict[str, Any]:
+        return workflows.get_workflow(self.ctx, app_id, workflow_id)
+
+    def delete_workflow(self, app_id: str, workflow_id: str) -> dict[str, Any]:
+        return workflows.delete_workflow(self.ctx, app_id, workflow_id)
+
+    def run_workflow(self, app_id: str, workflow_id: str, images: Iterable[bytes | str | Path], *,
+                     threshold: float | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
+        """Run a workflow on image bytes or files, one result per image (see ``services.workflows.run_workflow``)."""
+        return workflows.run_workflow(self.ctx, app_id, workflow_id, self._checked_images(images),
+                                      self._predict_version, threshold=threshold, top_k=top_k)
 
     # --- API keys ---------------------------------------------------------------------
     def create_key(self, app_id: str, scopes: Iterable[str] = ("predict",), name: str = "") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
+from deeptrain.cli.workflows import workflows_app
 from deeptrain.errors import (ClusterError, Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError,
                               Unauthorized)
 
@@ -31,6 +32,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")
 app.add_typer(keys_app, name="keys")
 app.add_typer(search_app, name="search")
+app.add_typer(workflows_app, name="workflows")
 app.add_typer(submit_app, name="submit")
 app.add_typer(jobs_app, name="jobs")
 app.command("predict")(predict_command)

@@ -94,6 +94,11 @@ def delete_model(ctx: Context, app_id: str, model_id: str) -> dict[str, Any]:
             ModelVersion.status.in_(("queued", "training")))).all()
         if busy:
             raise Conflict(f"model {model_id!r} has versions still training: {', '.join(busy)}; cancel them first")
+        from deeptrain.services.workflows import workflows_using_model
+
+        used_by = workflows_using_model(ctx, app_id, model_id)
+        if used_by:
+            raise Conflict(f"model {model_id!r} is a step of workflow(s) {', '.join(used_by)}; delete those first")
         s.delete(model)
     ctx.storage.delete_prefix(f"{app_prefix(app_id)}/models/{model_id}")
     return {"id": model_id, "deleted": True}
