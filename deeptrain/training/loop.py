@@ -88,7 +88,7 @@ def task_kwargs(task: str, params: HyperParams) -> dict[str, Any]:
         return {"logreg": params.logreg}
     if task == "embedding":
         return {"embedding_dim": params.embedding_dim}
-    return {"use_perclass_regression": params.use_perclass_regression, "image_size": params.image_size}
+    return {"use_perclass_regression": params.use_perclass_regression}
 
 
 def build_model(task: str, template_name: str, params: HyperParams, num_classes: int) -> tuple[nn.Module, bool]:
