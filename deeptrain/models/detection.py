@@ -27,7 +27,11 @@ Architecture (Lin et al. 2017, "Focal Loss for Dense Object Detection"):
 * losses: sigmoid focal loss (torchvision ``sigmoid_focal_loss``, alpha 0.25, gamma 2)
   over foreground + background anchors, smooth-L1 (beta 1/9) on the ``BoxCoder``
   deltas or GIoU on the decoded boxes, both divided by the number of foreground
-  anchors; matching with torchvision ``Matcher`` (IoU >= 0.5 foreground, < 0.4
+  anchors, averaged over the recent batches (Detectron2's ``loss_normalizer``: an
+  exponential moving average, momentum 0.9, starting at 100, kept as the buffer
+  ``head.loss_normalizer`` so a resumed run continues it): with sparse objects a batch
+  with one or two boxes would otherwise divide the whole background loss by a handful
+  of anchors and spike the gradient; matching with torchvision ``Matcher`` (IoU >= 0.5 foreground, < 0.4
   background, low-quality matches allowed) on ``box_iou``.
 * ``predict``: per level the top 1000 (anchor, class) candidates scoring above 0.05,
   decoded with ``BoxCoder``, clipped, merged per class with ``batched_nms`` (IoU 0.5),
@@ -132,8 +136,12 @@ class BoxRegressionHead(nn.Module):
 
 
 class DetectionHead(nn.Module):
+    LOSS_NORMALIZER_START = 100.0
+    LOSS_NORMALIZER_MOMENTUM = 0.9
+
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, per_class_regression: bool) -> None:
         super().__init__()
+        self.register_buffer("loss_normalizer", torch.tensor(self.LOSS_NORMALIZER_START))
         self.classification = RetinaNetClassificationHead(
             in_channels, num_anchors, num_classes, norm_layer=_group_norm
         )
@@ -141,6 +149,14 @@ class DetectionHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         return self.classification(features), self.regression(features)
+
+    def normalizer(self, num_foreground: int) -> float:
+        """The loss divisor: the moving average of the foreground anchors per batch,
+        updated with this batch's count while training."""
+        if self.training:
+            m = self.LOSS_NORMALIZER_MOMENTUM
+            self.loss_normalizer.mul_(m).add_((1 - m) * max(1, num_foreground))
+        return float(self.loss_normalizer)
 
 
 class DetectionTask:
@@ -234,7 +250,7 @@ class DetectionTask:
             )
             deltas = self._select_regression(regression[foreground], fg_labels)
             box_losses.append(self._box_loss(deltas, anchors[foreground], gt_boxes[fg_idx]))
-        normalizer = max(1, num_foreground)
+        normalizer = self.head.normalizer(num_foreground)
         loss_cls = torch.stack(cls_losses).sum() / normalizer
         loss_box = torch.stack(box_losses).sum() / normalizer
         return {"loss": loss_cls + loss_box, "loss_cls": loss_cls, "loss_box": loss_box}
