@@ -28,9 +28,9 @@ Architecture (Lin et al. 2017, "Focal Loss for Dense Object Detection"):
   over foreground + background anchors, smooth-L1 (beta 1/9) on the ``BoxCoder``
   deltas or GIoU on the decoded boxes, both divided by the number of foreground
   anchors, averaged over the recent batches (Detectron2's ``loss_normalizer``: an
-  exponential moving average, momentum 0.9, starting at 100, kept as the buffer
-  ``head.loss_normalizer`` so a resumed run continues it): with sparse objects a batch
-  with one or two boxes would otherwise divide the whole background loss by a handful
+  exponential moving average, momentum 0.9, set by the first training batch, kept as
+  the buffer ``head.loss_normalizer`` so a resumed run continues it): with sparse
+  objects a batch with one or two boxes would otherwise divide the whole background loss by a handful
   of anchors and spike the gradient; matching with torchvision ``Matcher`` (IoU >= 0.5 foreground, < 0.4
   background, low-quality matches allowed) on ``box_iou``.
 * ``predict``: per level the top 1000 (anchor, class) candidates scoring above 0.05,
@@ -136,12 +136,11 @@ class BoxRegressionHead(nn.Module):
 
 
 class DetectionHead(nn.Module):
-    LOSS_NORMALIZER_START = 100.0
     LOSS_NORMALIZER_MOMENTUM = 0.9
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, per_class_regression: bool) -> None:
         super().__init__()
-        self.register_buffer("loss_normalizer", torch.tensor(self.LOSS_NORMALIZER_START))
+        self.register_buffer("loss_normalizer", torch.tensor(0.0))  # 0: no training batch seen yet
         self.classification = RetinaNetClassificationHead(
             in_channels, num_anchors, num_classes, norm_layer=_group_norm
         )
@@ -151,12 +150,15 @@ class DetectionHead(nn.Module):
         return self.classification(features), self.regression(features)
 
     def normalizer(self, num_foreground: int) -> float:
-        """The loss divisor: the moving average of the foreground anchors per batch,
-        updated with this batch's count while training."""
+        """The loss divisor: the moving average of the foreground anchors per batch
+        (at least 1 each), updated with this batch's count while training; the first
+        training batch sets it. Before any training batch it is this batch's count."""
+        count = float(max(1, num_foreground))
         if self.training:
             m = self.LOSS_NORMALIZER_MOMENTUM
-            self.loss_normalizer.mul_(m).add_((1 - m) * max(1, num_foreground))
-        return float(self.loss_normalizer)
+            seen = float(self.loss_normalizer) > 0
+            self.loss_normalizer.copy_(m * self.loss_normalizer + (1 - m) * count if seen else count)
+        return float(self.loss_normalizer) if float(self.loss_normalizer) > 0 else count
 
 
 class DetectionTask:
