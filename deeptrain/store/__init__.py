@@ -11,7 +11,8 @@ from deeptrain.store.schema import (
     Input,
     Model,
     ModelVersion,
+    Workflow,
 )
 
 __all__ = ["Store", "open_store", "Base", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
-           "ModelVersion"]
+           "ModelVersion", "Workflow"]
