@@ -111,46 +111,6 @@ def write_deepforest_tiles(out: Path, images: list[str], tile: int = 200, min_vi
     return boxes
 
 
-def write_deepforest_patches(out: Path, images: list[str], patch: int = 80, min_distance: int = 20,
-                             seed: int = 0) -> dict[str, int]:
-    """Cut classification patches from deepforest's VOC-labelled aerial images.
-
-    For every box, a ``patch`` px square centred on the box (shifted inside the image
-    at the borders) goes to ``<out>/<concept>/``; as many squares again, at random
-    positions whose centre is at least ``min_distance`` px (in x or y) from every box
-    centre, go to ``<out>/background/``. Returns the count per folder. A classifier
-    trained on them (tree centred or not) can be the base of a detection model.
-    """
-    from deeptrain.formats import voc
-
-    rng = np.random.default_rng(seed)
-    counts: dict[str, int] = {}
-
-    def save(image: Image.Image, x: int, y: int, folder: str, name: str) -> None:
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        image.crop((x, y, x + patch, y + patch)).save(out / folder / f"{name}.png")
-        counts[folder] = counts.get(folder, 0) + 1
-
-    for stem in images:
-        record = voc.record_from_xml(deepforest_data_dir() / f"{stem}.xml")
-        image = Image.open(io.BytesIO(record.read_bytes())).convert("RGB")
-        width, height = image.size
-        centres = np.array([((r.left_col + r.right_col) / 2, (r.top_row + r.bottom_row) / 2)
-                            for r in record.regions]).reshape(-1, 2)
-        for k, (r, (cx, cy)) in enumerate(zip(record.regions, centres)):
-            x = int(np.clip(round(cx) - patch // 2, 0, width - patch))
-            y = int(np.clip(round(cy) - patch // 2, 0, height - patch))
-            save(image, x, y, r.concept, f"{stem}-box{k:04d}")
-        made = 0
-        while made < len(centres):
-            x, y = (int(v) for v in rng.integers(0, (width - patch + 1, height - patch + 1)))
-            near = np.abs(centres - (x + patch / 2, y + patch / 2)) < min_distance
-            if not near.all(axis=1).any():
-                save(image, x, y, "background", f"{stem}-bg{made:04d}")
-                made += 1
-    return counts
-
-
 SHAPES = ("circle", "square", "triangle")
 
 
