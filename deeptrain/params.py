@@ -143,6 +143,9 @@ class HyperParams(BaseModel):
     lrate_step_factor: float = _field(0.5, _service(
         "added by the service (the seed does not say): the factor applied to the learning rate "
         "every step_epochs after init_epochs", "(0, 1]"), gt=0, le=1, allow_inf_nan=False)
+    warmup_steps: int = _field(0, _service(
+        "added by the service: linear learning-rate warm-up: optimizer step k (0-based) of the first "
+        "warmup_steps runs at (k + 1) / warmup_steps of the scheduled lr; 0 = none", "0..100000"), ge=0, le=100_000)
     momentum: float = _field(0.9, _service("added by the service: SGD momentum", "[0, 1)"),
                              ge=0, lt=1, allow_inf_nan=False)
     weight_decay: float = _field(1e-4, _service(

@@ -367,17 +367,70 @@ def test_real_detector_predict_with_flips(template: Template):
 
 
 @pytest.mark.parametrize("template", [t for t in TEMPLATES if t.task == "detection"], ids=lambda t: t.name)
-@pytest.mark.parametrize("size", ["min", 160])
-def test_anchor_grid_is_centred_on_the_image(template: Template, size):
-    """Every level's anchor centres are symmetric about the image centre (cell centres,
-    not torchvision's cell corners), so no part of the image is left without anchors."""
-    size = template.min_image_size if size == "min" else size
-    model = build(template, num_classes=2, image_size=size).eval()
+def test_feature_offsets_are_the_receptive_field_centres(template: Template):
+    """Cell i of the stride-s tap is centred at FEATURE_OFFSETS + s * i: an unpadded
+    (valid) network drops the remainder at the bottom/right, so its map gains a cell
+    exactly at the input size where the grid is symmetric, 2 * offset + s * (m - 1)."""
+    from deeptrain.models.detection import FEATURE_OFFSETS, FEATURE_TAPS, LEVEL_STRIDES
+
+    model = build(template, num_classes=1).eval()
+    for tap, stride, offset in zip(FEATURE_TAPS, LEVEL_STRIDES, FEATURE_OFFSETS):
+        cells = 1 + next(m for m in range(1, 8) if 2 * offset + stride * m >= template.min_image_size)
+        size = 2 * offset + stride * (cells - 1)
+        assert size == int(size)
+        for s, expected in ((int(size), cells), (int(size) - 1, cells - 1)):
+            with torch.no_grad():
+                (feat,) = model.forward_intermediates(torch.zeros(1, 3, s, s), indices=[tap], stop_early=True,
+                                                      intermediates_only=True)
+            assert feat.shape[-1] == expected, (tap, s)
+
+
+@pytest.mark.parametrize("template", [t for t in TEMPLATES if t.task == "detection"], ids=lambda t: t.name)
+def test_anchors_sit_on_the_feature_cells_and_scale_with_the_stride(template: Template):
+    """Each level's anchors: 9 per cell, centred at offset + stride * (x, y), the square
+    one of the middle scale about 4 x stride x 2**(1/3) px wide, at any image size."""
+    from deeptrain.models.detection import FEATURE_OFFSETS, LEVEL_STRIDES
+
+    model = build(template, num_classes=2).eval()
+    for size in (template.min_image_size, 160):
+        with torch.no_grad():
+            out = model(torch.zeros(1, 3, size, size))
+        levels = out["anchors"].split(out["num_anchors_per_level"])
+        for level, stride, offset in zip(levels, LEVEL_STRIDES, FEATURE_OFFSETS):
+            side = round((level.shape[0] / 9) ** 0.5)
+            centres = ((level[:, :2] + level[:, 2:]) / 2).view(side, side, 9, 2)
+            grid = torch.arange(side, dtype=torch.float32) * stride + offset
+            assert torch.allclose(centres[0, :, 4, 0], grid, atol=0.5)  # x along the first row
+            assert torch.allclose(centres[:, 0, 4, 1], grid, atol=0.5)  # y down the first column
+            widths = level[:, 2] - level[:, 0]
+            assert abs(float(widths.view(side, side, 9)[0, 0, 4]) - 4 * stride * 2 ** (1 / 3)) <= 1
+
+
+def test_detection_loss_is_normalized_by_a_moving_average_of_the_foreground_anchors():
+    """One box or none in a batch must not divide the background loss by ~1 anchor:
+    the divisor is an EMA (0.9) of the foreground count, set by the first training
+    batch, updated only in training, and part of the state_dict (resume continues it)."""
+    from torchvision.ops import box_iou
+
+    template = get_template("detection", "InceptionV2")
+    model = build(template, num_classes=1).train()
+    size = template.min_image_size
+    images = torch.randn(2, 3, size, size)
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 52.0]]), "labels": torch.tensor([0])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    assert float(model.head.loss_normalizer) == 0.0 and "head.loss_normalizer" in model.state_dict()
     with torch.no_grad():
-        out = model(torch.zeros(1, 3, size, size))
-    for level in out["anchors"].split(out["num_anchors_per_level"]):
-        centres = (level[:, :2] + level[:, 2:]) / 2
-        assert torch.allclose(centres.min(0).values + centres.max(0).values, torch.full((2,), float(size)), atol=1e-3)
+        anchors = model(images)["anchors"]
+    num_fg = int((model.matcher(box_iou(targets[0]["boxes"], anchors)) >= 0).sum())
+    assert num_fg > 1
+    model.compute_loss(images, targets)
+    assert float(model.head.loss_normalizer) == num_fg
+    model.compute_loss(images, [targets[1], targets[1]])  # no box at all: counts as 1
+    assert float(model.head.loss_normalizer) == pytest.approx(0.9 * num_fg + 0.1)
+    before = float(model.head.loss_normalizer)
+    model.eval()
+    model.compute_loss(images, targets)
+    assert float(model.head.loss_normalizer) == before
 
 
 @pytest.mark.parametrize("template", [t for t in TEMPLATES if t.task == "detection"], ids=lambda t: t.name)

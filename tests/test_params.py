@@ -44,8 +44,8 @@ def test_defaults_and_derived_lrate():
     assert p.per_item_lrate == DEFAULT_PER_ITEM_LRATE
     assert p.lrate == pytest.approx(7.8125e-5 * 64) == pytest.approx(0.005)
     assert (p.lrate_step_factor, p.momentum, p.weight_decay, p.embedding_dim) == (0.5, 0.9, 1e-4, 256)
-    assert (p.init_from, p.seed, p.num_workers, p.use_gpu, p.precision, p.test_fraction) == (
-        None, 0, 1, None, "fp32", 0.1)
+    assert (p.init_from, p.seed, p.num_workers, p.use_gpu, p.precision, p.test_fraction, p.warmup_steps) == (
+        None, 0, 1, None, "fp32", 0.1, 0)
     assert p.average_horizontal_flips is True and p.logreg is True and p.use_perclass_regression is False
 
 
@@ -123,6 +123,8 @@ def test_wrong_type_for_bool_and_float():
     ({"test_fraction": 1.0}, ["test_fraction=1.0", "< 1"]),
     ({"precision": "fp8"}, ["precision='fp8'", "'fp32'", "'bf16'", "'fp16'"]),
     ({"init_from": ""}, ["init_from=''", "empty"]),
+    ({"warmup_steps": -1}, ["warmup_steps=-1", ">= 0"]),
+    ({"warmup_steps": 2.5}, ["warmup_steps=2.5", "integer"]),
 ])
 def test_out_of_range(overrides, fragments):
     msg = _error(overrides)

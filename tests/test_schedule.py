@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from deeptrain.params import HyperParams
-from deeptrain.training.schedule import StepSchedule, epoch_indices, items_per_epoch, lr_factor
+from deeptrain.training.schedule import (
+    StepSchedule,
+    apply_warmup,
+    epoch_indices,
+    items_per_epoch,
+    lr_factor,
+    warmup_factor,
+)
 
 HP = HyperParams(lrate=0.1, init_epochs=25, step_epochs=7, lrate_step_factor=0.5, num_epochs=65)
 
@@ -103,3 +110,21 @@ def test_epoch_indices_cycle_through_permutations():
     small = epoch_indices(100, 30, epoch=0, seed=0)
     assert len(small) == len(set(small)) == 30
     assert math.isclose(len(set(epoch_indices(1000, 0, 1, 0))), 1000)
+
+
+def test_warmup_ramps_every_group_to_its_scheduled_lr():
+    assert [warmup_factor(k, 4) for k in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(0, 0) == 1.0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        warmup_factor(0, -1)
+    _, opt, sched = make()
+    seen = []
+    for k in range(5):  # steps 0-4 of epoch 0 with a 4-step warm-up
+        apply_warmup(opt, sched, 0, k, 4)
+        seen.append([g["lr"] for g in opt.param_groups])
+    assert seen == [pytest.approx([0.1 * f, 1e-4 * f]) for f in (0.25, 0.5, 0.75, 1.0, 1.0)]
+    opt.param_groups[0]["lr"] = 0.123  # after the warm-up it leaves the lr alone
+    apply_warmup(opt, sched, 30, 99, 4)
+    assert opt.param_groups[0]["lr"] == 0.123
+    apply_warmup(opt, sched, 30, 2, 4)  # a warm-up step in a stepped epoch scales that epoch's lr
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected(0.1, 30) * 0.75)

@@ -77,6 +77,29 @@ def test_resume_from_a_checkpoint_matches_an_uninterrupted_run():
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in uninterrupted["history"]]
 
 
+def test_warmup_ramps_the_lr_per_step_and_resumes_exactly():
+    """warmup_steps=6 over 4 steps per epoch: the steps' lr rise linearly into the
+    schedule (epoch 2 is already stepped down), and a run resumed after epoch 1
+    continues the ramp where it stopped."""
+    spec, data = _setup(3, warmup_steps=6)
+    progress = []
+    uninterrupted = run_training(spec, data, LocalHost(on_progress=progress.append))
+    scheduled = [0.02] * 4 + [0.01] * 4 + [0.005] * 4
+    ramp = [min(1.0, (k + 1) / 6) for k in range(12)]
+    assert [p["lr"] for p in progress] == pytest.approx([s * r for s, r in zip(scheduled, ramp)])
+    assert [h["lr"] for h in uninterrupted["history"]] == pytest.approx([0.02, 0.01, 0.005])
+
+    spec, data = _setup(3, warmup_steps=6)
+    first = LocalHost(stop_after_epoch=1)
+    run_training(spec, data, first)
+    spec, data = _setup(3, warmup_steps=6)
+    resumed_progress = []
+    resumed = run_training(spec, data, LocalHost(resume_from=first.checkpoints[-1],
+                                                 on_progress=resumed_progress.append))
+    assert [p["lr"] for p in resumed_progress] == pytest.approx([p["lr"] for p in progress[4:]])
+    assert resumed["metrics"] == uninterrupted["metrics"]
+
+
 def test_non_finite_loss_is_a_clear_error():
     spec, data = _setup(1, lrate=1e9)
     with pytest.raises(FloatingPointError, match="lower lrate"):

@@ -14,17 +14,24 @@ Architecture (Lin et al. 2017, "Focal Loss for Dense Object Detection"):
   regressors per anchor; the set of the anchor's ground-truth class is trained, the
   set of the predicted class is decoded. Otherwise one set per anchor.
 * anchors: the cell anchors of torchvision's ``AnchorGenerator``, 3 scales x 3 aspect
-  ratios per level; the sizes scale with ``image_size`` (32..512 px at 512, i.e.
-  ``image_size / 16 * 2**level``). They are centred on the cells of each map, at
-  ``(i + 0.5) * image size / map size``, not at torchvision's cell corners
-  ``i * (image size // map size)``: the Inception backbones pad nothing, so their maps
-  are smaller than size/stride, and the corner grid would leave the bottom and right
-  of the image without anchors (at small sizes the coarse levels are 1x1 maps, whose
-  only anchor would sit on the top-left corner instead of the centre).
+  ratios per level, RetinaNet's sizes: 4 x the level's stride (32, 64, ..., 512 px for
+  strides 8 to 128), whatever the image size, so that any object of an anchor's size
+  has an anchor close enough to overlap it with IoU >= 0.5. They are centred on the
+  receptive-field centres of the cells: the Inception backbones pad nothing in their
+  stem and reduction blocks, so cell ``i`` of the stride-``s`` map looks at
+  ``offset + s * i`` px (``FEATURE_OFFSETS``: 13.5, 21.5 and 37.5 px at strides 8, 16
+  and 32; P6/P7 are padded stride-2 convs of P5 and keep its offset). A grid spread
+  over the whole image (torchvision's corners ``i * (size // map)``, or cell centres
+  ``(i + 0.5) * size / map``) spaces the anchors wider than the features and puts them
+  up to 15 px away from what their cell sees at 96 px.
 * losses: sigmoid focal loss (torchvision ``sigmoid_focal_loss``, alpha 0.25, gamma 2)
   over foreground + background anchors, smooth-L1 (beta 1/9) on the ``BoxCoder``
   deltas or GIoU on the decoded boxes, both divided by the number of foreground
-  anchors; matching with torchvision ``Matcher`` (IoU >= 0.5 foreground, < 0.4
+  anchors, averaged over the recent batches (Detectron2's ``loss_normalizer``: an
+  exponential moving average, momentum 0.9, set by the first training batch, kept as
+  the buffer ``head.loss_normalizer`` so a resumed run continues it): with sparse
+  objects a batch with one or two boxes would otherwise divide the whole background loss by a handful
+  of anchors and spike the gradient; matching with torchvision ``Matcher`` (IoU >= 0.5 foreground, < 0.4
   background, low-quality matches allowed) on ``box_iou``.
 * ``predict``: per level the top 1000 (anchor, class) candidates scoring above 0.05,
   decoded with ``BoxCoder``, clipped, merged per class with ``batched_nms`` (IoU 0.5),
@@ -81,6 +88,14 @@ __all__ = [
 BOX_LOSSES = ("smooth_l1", "giou")
 FEATURE_TAPS = (2, 3, 4)  # timm feature_info indices: strides 8, 16, 32
 FPN_CHANNELS = 256
+LEVEL_STRIDES = (8, 16, 32, 64, 128)  # P3-P7
+# receptive-field centre of cell 0 of the stride 8/16/32 taps (P6, P7 keep P5's): the
+# stem's valid convs and pools and each valid stride-2 reduction block map cell i of
+# their output to cell 2i+1 (k3 s2) or i+1 (k3 s1) of their input, so
+# c8(i) = 8i + 13.5, c16(i) = c8(2i + 1) = 16i + 21.5, c32(i) = 32i + 37.5 for both
+# timm inception_v3 and inception_v4 (tests/test_models.py checks it on the networks)
+FEATURE_OFFSETS = (13.5, 21.5, 37.5, 37.5, 37.5)
+ANCHOR_SIZE_PER_STRIDE = 4  # RetinaNet: 32 px anchors at stride 8
 ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
@@ -121,8 +136,11 @@ class BoxRegressionHead(nn.Module):
 
 
 class DetectionHead(nn.Module):
+    LOSS_NORMALIZER_MOMENTUM = 0.9
+
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, per_class_regression: bool) -> None:
         super().__init__()
+        self.register_buffer("loss_normalizer", torch.tensor(0.0))  # 0: no training batch seen yet
         self.classification = RetinaNetClassificationHead(
             in_channels, num_anchors, num_classes, norm_layer=_group_norm
         )
@@ -130,6 +148,17 @@ class DetectionHead(nn.Module):
 
     def forward(self, features: list[Tensor]) -> tuple[Tensor, Tensor]:
         return self.classification(features), self.regression(features)
+
+    def normalizer(self, num_foreground: int) -> float:
+        """The loss divisor: the moving average of the foreground anchors per batch
+        (at least 1 each), updated with this batch's count while training; the first
+        training batch sets it. Before any training batch it is this batch's count."""
+        count = float(max(1, num_foreground))
+        if self.training:
+            m = self.LOSS_NORMALIZER_MOMENTUM
+            seen = float(self.loss_normalizer) > 0
+            self.loss_normalizer.copy_(m * self.loss_normalizer + (1 - m) * count if seen else count)
+        return float(self.loss_normalizer) if float(self.loss_normalizer) > 0 else count
 
 
 class DetectionTask:
@@ -144,26 +173,20 @@ class DetectionTask:
     focal_gamma = 2.0
     smooth_l1_beta = 1.0 / 9.0
 
-    def _init_detection(
-        self, num_classes: int, use_perclass_regression: bool, image_size: int, box_loss: str
-    ) -> None:
+    def _init_detection(self, num_classes: int, use_perclass_regression: bool, box_loss: str) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {image_size}")
         self.num_classes = num_classes
         self.use_perclass_regression = bool(use_perclass_regression)
-        self.image_size = int(image_size)
         self.box_loss = box_loss
         info = self.feature_info  # type: ignore[attr-defined]
         in_channels = [info[i]["num_chs"] for i in FEATURE_TAPS]
         self.fpn = FeaturePyramidNetwork(
             in_channels, FPN_CHANNELS, extra_blocks=LastLevelP6P7(FPN_CHANNELS, FPN_CHANNELS)
         )
-        base = image_size / 16
-        sizes = tuple(tuple(base * 2**level * s for s in ANCHOR_SCALES) for level in range(5))
+        sizes = tuple(tuple(ANCHOR_SIZE_PER_STRIDE * stride * s for s in ANCHOR_SCALES) for stride in LEVEL_STRIDES)
         self.anchor_generator = AnchorGenerator(sizes, (ASPECT_RATIOS,) * 5)
         num_anchors = self.anchor_generator.num_anchors_per_location()[0]
         self.head = DetectionHead(FPN_CHANNELS, num_anchors, num_classes, self.use_perclass_regression)
@@ -176,8 +199,7 @@ class DetectionTask:
         feats = self.forward_intermediates(images, indices=list(FEATURE_TAPS), intermediates_only=True)  # type: ignore[attr-defined]
         pyramid = list(self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats))).values())
         cls_logits, bbox_regression = self.head(pyramid)
-        size = (int(images.shape[-2]), int(images.shape[-1]))
-        anchors = self._anchors(size, pyramid)
+        anchors = self._anchors(pyramid)
         num_anchors = self.head.regression.num_anchors
         per_level = [int(p.shape[-2] * p.shape[-1] * num_anchors) for p in pyramid]
         return {
@@ -187,13 +209,14 @@ class DetectionTask:
             "num_anchors_per_level": per_level,
         }
 
-    def _anchors(self, size: tuple[int, int], pyramid: list[Tensor]) -> Tensor:
-        """[A, 4] xyxy anchors, ordered (level, y, x, cell anchor) like the head's outputs."""
+    def _anchors(self, pyramid: list[Tensor]) -> Tensor:
+        """[A, 4] xyxy anchors, ordered (level, y, x, cell anchor) like the head's outputs,
+        centred at ``FEATURE_OFFSETS[level] + stride * cell``."""
         per_level = []
-        for cell, p in zip(self.anchor_generator.cell_anchors, pyramid):
+        for cell, p, stride, offset in zip(self.anchor_generator.cell_anchors, pyramid, LEVEL_STRIDES, FEATURE_OFFSETS):
             h, w = p.shape[-2:]
-            ys = (torch.arange(h, dtype=torch.float32, device=p.device) + 0.5) * (size[0] / h)
-            xs = (torch.arange(w, dtype=torch.float32, device=p.device) + 0.5) * (size[1] / w)
+            ys = torch.arange(h, dtype=torch.float32, device=p.device) * stride + offset
+            xs = torch.arange(w, dtype=torch.float32, device=p.device) * stride + offset
             yy, xx = torch.meshgrid(ys, xs, indexing="ij")
             shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 1, 4)
             per_level.append((shifts + cell.to(p.device, torch.float32).view(1, -1, 4)).reshape(-1, 4))
@@ -229,7 +252,7 @@ class DetectionTask:
             )
             deltas = self._select_regression(regression[foreground], fg_labels)
             box_losses.append(self._box_loss(deltas, anchors[foreground], gt_boxes[fg_idx]))
-        normalizer = max(1, num_foreground)
+        normalizer = self.head.normalizer(num_foreground)
         loss_cls = torch.stack(cls_losses).sum() / normalizer
         loss_box = torch.stack(box_losses).sum() / normalizer
         return {"loss": loss_cls + loss_box, "loss_cls": loss_cls, "loss_box": loss_box}
@@ -297,31 +320,31 @@ class InceptionV2Detector(DetectionTask, InceptionV3):
     """Detection template InceptionV2: timm ``inception_v3`` backbone; head = ``fpn`` + ``head``."""
 
     def __init__(
-        self, num_classes: int, use_perclass_regression: bool = False, image_size: int = 512, box_loss: str = "smooth_l1"
+        self, num_classes: int, use_perclass_regression: bool = False, box_loss: str = "smooth_l1"
     ) -> None:
         InceptionV3.__init__(self, num_classes=0, aux_logits=False)
-        self._init_detection(num_classes, use_perclass_regression, image_size, box_loss)
+        self._init_detection(num_classes, use_perclass_regression, box_loss)
 
 
 class InceptionV4Detector(DetectionTask, InceptionV4):
     """Detection template InceptionV4: timm ``inception_v4`` backbone; head = ``fpn`` + ``head``."""
 
     def __init__(
-        self, num_classes: int, use_perclass_regression: bool = False, image_size: int = 512, box_loss: str = "smooth_l1"
+        self, num_classes: int, use_perclass_regression: bool = False, box_loss: str = "smooth_l1"
     ) -> None:
         InceptionV4.__init__(self, num_classes=0)
-        self._init_detection(num_classes, use_perclass_regression, image_size, box_loss)
+        self._init_detection(num_classes, use_perclass_regression, box_loss)
 
 
 @reference_classifier("deeptrain.models.inception_v2:build_classifier")
 def build_inception_v2_detector(
-    num_classes: int, *, use_perclass_regression: bool = False, image_size: int = 512, box_loss: str = "smooth_l1"
+    num_classes: int, *, use_perclass_regression: bool = False, box_loss: str = "smooth_l1"
 ) -> InceptionV2Detector:
-    return InceptionV2Detector(num_classes, use_perclass_regression, image_size, box_loss)
+    return InceptionV2Detector(num_classes, use_perclass_regression, box_loss)
 
 
 @reference_classifier("deeptrain.models.inception_v4:build_classifier")
 def build_inception_v4_detector(
-    num_classes: int, *, use_perclass_regression: bool = False, image_size: int = 512, box_loss: str = "smooth_l1"
+    num_classes: int, *, use_perclass_regression: bool = False, box_loss: str = "smooth_l1"
 ) -> InceptionV4Detector:
-    return InceptionV4Detector(num_classes, use_perclass_regression, image_size, box_loss)
+    return InceptionV4Detector(num_classes, use_perclass_regression, box_loss)

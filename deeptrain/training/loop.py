@@ -24,7 +24,7 @@ from deeptrain.training import metrics as task_metrics
 from deeptrain.training.augment import batch_generator, crop_flip_normalize
 from deeptrain.training.init_from import apply_init_from, load_state_dict_source
 from deeptrain.training.param_groups import make_optimizer, set_train_mode
-from deeptrain.training.schedule import StepSchedule
+from deeptrain.training.schedule import StepSchedule, apply_warmup
 
 
 @dataclass
@@ -88,7 +88,7 @@ def task_kwargs(task: str, params: HyperParams) -> dict[str, Any]:
         return {"logreg": params.logreg}
     if task == "embedding":
         return {"embedding_dim": params.embedding_dim}
-    return {"use_perclass_regression": params.use_perclass_regression, "image_size": params.image_size}
+    return {"use_perclass_regression": params.use_perclass_regression}
 
 
 def build_model(task: str, template_name: str, params: HyperParams, num_classes: int) -> tuple[nn.Module, bool]:
@@ -214,6 +214,7 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
             x = x.to(device)
             y = [{k: v.to(device) for k, v in t.items()} for t in y] if spec.task == "detection" else y.to(device)
             t2 = time.perf_counter()
+            apply_warmup(optimizer, scheduler, epoch, epoch * spec.steps_per_epoch + step, params.warmup_steps)
             with _autocast(params.precision, device):
                 loss = loss_module(x, y)["loss"]
             optimizer.zero_grad(set_to_none=True)
@@ -234,7 +235,8 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
                 rate = steps_done_this_run * global_batch / elapsed
                 host.progress({
                     "epoch": epoch + 1, "num_epochs": params.num_epochs, "step": step + 1,
-                    "steps_per_epoch": spec.steps_per_epoch, "loss": loss_value, "lr": lr,
+                    "steps_per_epoch": spec.steps_per_epoch, "loss": loss_value,
+                    "lr": optimizer.param_groups[0]["lr"],
                     "images_per_s": rate, "eta_s": (total_steps - done) * elapsed / steps_done_this_run,
                 })
         scheduler.step()

@@ -15,6 +15,11 @@ lrate/4, ... Each group keeps its own base lr (head at ``lrate``, base at
 Usage: ``scheduler.step()`` once at the end of every epoch (after that epoch's
 ``optimizer.step()`` calls). ``state_dict``/``load_state_dict`` resume it exactly
 (load the optimizer's state too).
+
+Warm-up (``warmup_steps``, a service parameter): optimizer step ``k`` (0-based, counted
+over the whole run) of the first ``warmup_steps`` runs at ``warmup_factor(k) =
+(k + 1) / warmup_steps`` of the epoch's scheduled lr (``apply_warmup``). It is a closed
+form of the step number, so a resumed run warms up exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from deeptrain.params import HyperParams
 
-__all__ = ["StepSchedule", "epoch_indices", "items_per_epoch", "lr_factor"]
+__all__ = ["StepSchedule", "apply_warmup", "epoch_indices", "items_per_epoch", "lr_factor", "warmup_factor"]
 
 
 def lr_factor(epoch: int, init_epochs: int, step_epochs: int, factor: float) -> float:
@@ -70,6 +75,24 @@ class StepSchedule(LRScheduler):
         """Every group's lr at a given 0-based epoch (without stepping)."""
         f = self.factor_at(epoch)
         return [base * f for base in self.base_lrs]
+
+
+def warmup_factor(step: int, warmup_steps: int) -> float:
+    """The lr multiplier of 0-based optimizer ``step``: (step + 1) / warmup_steps during warm-up, else 1."""
+    if warmup_steps < 0 or step < 0:
+        raise ValueError(f"warmup_steps and step must be >= 0, got {warmup_steps} and {step}")
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+
+def apply_warmup(optimizer: Optimizer, scheduler: StepSchedule, epoch: int, step: int, warmup_steps: int) -> None:
+    """During warm-up (``step < warmup_steps``), set every group's lr to its scheduled lr at
+    ``epoch`` times ``warmup_factor(step)``; the last warm-up step restores the scheduled lr.
+    Afterwards it changes nothing."""
+    if step >= warmup_steps:
+        return
+    factor = warmup_factor(step, warmup_steps)
+    for group, lr in zip(optimizer.param_groups, scheduler.lr_at(epoch)):
+        group["lr"] = lr * factor
 
 
 def _need(params: HyperParams | None, name: str) -> Any:
