@@ -13,6 +13,7 @@ from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
+from deeptrain.cli.tune import tune_command, tune_runs_app
 from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(keys_app, name="keys")
 app.add_typer(search_app, name="search")
 app.command("predict")(predict_command)
+app.command("tune")(tune_command)
+app.add_typer(tune_runs_app, name="tune-runs")
 
 # Commands of packages that build on deeptrain (``serve``) come in through entry points,
 # so that this package never imports them.

@@ -11,7 +11,9 @@ from deeptrain.store.schema import (
     Input,
     Model,
     ModelVersion,
+    TuneRun,
+    TuneTrial,
 )
 
 __all__ = ["Store", "open_store", "Base", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
-           "ModelVersion"]
+           "ModelVersion", "TuneRun", "TuneTrial"]
