@@ -3,6 +3,8 @@ promote, report)."""
 
 from __future__ import annotations
 
+import sys
+from contextlib import redirect_stdout
 from typing import Any, Optional
 
 import typer
@@ -86,7 +88,8 @@ def tune_command(
         if trials is None:
             raise InvalidInput("--trials is required: how many configurations to try")
         domains = parse_space(space or [])
-    with Live(console=stderr, refresh_per_second=2, transient=json) as live:
+    # Ray Tune prints its own banner to stdout; stdout is kept for the result (one JSON document with --json)
+    with redirect_stdout(sys.stderr), Live(console=stderr, refresh_per_second=2, transient=json) as live:
         holder: dict[str, str] = {}
 
         def draw(rows: list[dict[str, Any]]) -> None:
@@ -102,7 +105,7 @@ def tune_command(
                               reduction_factor=reduction_factor,
                               on_run=lambda r: holder.__setitem__("metric", r["metric"]), on_progress=draw)
     if promote and run["best"]:
-        client.promote_tune_best(app, model, run["id"])
+        run["promoted"] = client.promote_tune_best(app, model, run["id"])["default_version"]
     run["report"] = client.tune_report(app, model, run["id"])["path"] if run["trials"] else None
     emit(run, json, _render_run)
 

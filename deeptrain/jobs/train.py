@@ -336,11 +336,11 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
             raise RuntimeError("training finished without a checkpoint")
         state = load_checkpoint_state(result.checkpoint)
     except DeeptrainError as exc:
-        model_service.update_version(ctx, *key, status="failed", error=str(exc))
+        model_service.record_failure(ctx, *key, str(exc))
         raise
     except Exception as exc:  # a worker or Ray failure: record why, keep the traceback in the log
         message = f"{type(exc).__name__}: {exc}"
-        model_service.update_version(ctx, *key, status="failed", error=message[:4000])
+        model_service.record_failure(ctx, *key, message[:4000])
         traceback.print_exc()
         raise RuntimeError(f"training of {model_id}/{version_id} failed: {message}") from exc
 

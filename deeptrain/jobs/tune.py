@@ -265,7 +265,14 @@ class Recorder(ray_tune.Callback):
         driver = _DRIVERS[self.run_id]
         _finish_stopped(driver.ctx, driver.run, trial.trial_id, trial.last_result or {})
 
-    def on_step(self, iteration, trials, **info):
+    def on_experiment_end(self, trials, **info):
+        # trials stopped while no tuning driver was there to record them (it was killed), now restored as ended
+        driver = _DRIVERS[self.run_id]
+        for trial in trials:
+            if trial.status == "TERMINATED":
+                _finish_stopped(driver.ctx, driver.run, trial.trial_id, trial.last_result or {})
+
+    def on_step_end(self, iteration, trials, **info):
         driver = _DRIVERS[self.run_id]
         now = time.monotonic()
         if driver.on_progress is not None and now - driver.last_draw >= 0.5:
@@ -313,10 +320,7 @@ def _fit(ctx: Context, run: dict[str, Any], tuner, on_progress: ProgressFn | Non
     key = (run["app_id"], run["model_id"], run["id"])
     _DRIVERS[run["id"]] = _Driver(ctx, run, on_progress)
     try:
-        results = tuner.fit()
-        for result in results:  # trials stopped while no tuning driver was there to record them
-            if (result.metrics or {}).get("trial_id"):
-                _finish_stopped(ctx, run, result.metrics["trial_id"], result.metrics)
+        tuner.fit()
     except Exception as exc:
         tune_runs.update_run(ctx, *key, status="failed", error=f"{type(exc).__name__}: {exc}"[:4000])
         raise

@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from deeptrain.storage import Storage  # noqa: E402
 from deeptrain.training.report import figure_png  # noqa: E402
@@ -65,6 +66,7 @@ def metric_per_epoch_plot(run: dict[str, Any], rows: list[dict[str, Any]]) -> by
         ax.plot(epochs, values, style, marker=_marker(row)[0], color=f"C{i % 10}",
                 linewidth=2.5 if row["best"] else 1.2, label=params)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"test {run['metric']}")
     ax.set_title(f"test {run['metric']} per trial over epochs (dashed: stopped early by {run['scheduler']['name']})")
     ax.grid(alpha=0.3)
