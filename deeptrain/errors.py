@@ -43,3 +43,9 @@ class Forbidden(DeeptrainError):
     """A valid API key without the right to this app or this action."""
 
     code = "forbidden"
+
+
+class ClusterError(DeeptrainError):
+    """The Ray cluster is unreachable, or refused or lost a job."""
+
+    code = "cluster_error"

@@ -34,15 +34,15 @@ def _classification_batch(loaded: LoadedModel, images: Sequence[bytes]) -> torch
     return x
 
 
-def _detection_input(loaded: LoadedModel, data: bytes) -> tuple[torch.Tensor, float, int, int]:
+def _detection_input(loaded: LoadedModel, data: bytes) -> tuple[torch.Tensor, int, int]:
+    """The whole image, shorter side resized to ``image_size``, normalized; and the resized width, height."""
     pre = loaded.manifest["preprocessing"]
     with Image.open(io.BytesIO(data)) as raw:
-        width, height = raw.size
-        img, scale = resize_shorter(raw.convert("RGB"), pre["image_size"])
+        img, _ = resize_shorter(raw.convert("RGB"), pre["image_size"])
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(pre["mean"]).view(3, 1, 1)
     std = torch.tensor(pre["std"]).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0), scale, width, height
+    return ((x - mean) / std).unsqueeze(0), img.width, img.height
 
 
 @torch.no_grad()
@@ -56,13 +56,15 @@ def predict_bytes(loaded: LoadedModel, images: Sequence[bytes], *, threshold: fl
         limit = loaded.params.detection_score_threshold if threshold is None else threshold
         outputs = []
         for data in images:
-            x, scale, width, height = _detection_input(loaded, data)
+            x, width, height = _detection_input(loaded, data)
             det = predict_with_flips(loaded.model, task, x, flips)[0]
             regions = []
             for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
                 if score <= limit:
                     continue
-                x0, y0, x1, y1 = (v / scale for v in box)
+                # pixels of the resized image -> fractions of it, which are the fractions of the original
+                # (each axis on its own: rounding the longer side makes its scale differ slightly)
+                x0, y0, x1, y1 = box
                 regions.append({
                     "bounding_box": {"top_row": max(0.0, y0 / height), "left_col": max(0.0, x0 / width),
                                      "bottom_row": min(1.0, y1 / height), "right_col": min(1.0, x1 / width)},

@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from deeptrain.config import Settings
 from deeptrain.formats import ImportRecord, Region
-from deeptrain.services import apps, concepts, datasets, inputs, keys, tune_runs
+from deeptrain.services import apps, concepts, datasets, inputs, keys, tune_runs, workflows
 from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
@@ -114,16 +114,59 @@ class Client:
         return models_service.delete_model(self.ctx, app_id, model_id)
 
     def train(self, app_id: str, model_id: str, params: dict[str, Any] | None = None, *, workers: int = 1,
-              dataset_version: str | None = None, on_version=None) -> dict[str, Any]:
-        """Train a new version on Ray Train and wait for it (snapshots a dataset version when none is given)."""
+              dataset_version: str | None = None, on_version=None, resources=None) -> dict[str, Any]:
+        """Train a new version on Ray Train and wait for it (snapshots a dataset version when none is given).
+
+        ``resources``: a ``deeptrain.jobs.train.WorkerResources`` (CPUs/GPUs per worker, placement)."""
         from deeptrain.jobs import train as train_job
 
-        return train_job.train(self.ctx, app_id, model_id, params, dataset_version, workers, on_version)
+        return train_job.train(self.ctx, app_id, model_id, params, dataset_version, workers, on_version, resources)
 
     def resume(self, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
         from deeptrain.jobs import train as train_job
 
         return train_job.resume(self.ctx, app_id, model_id, version_id)
+
+    # --- Ray Jobs on a cluster ----------------------------------------------------------
+    def submit_train(self, app_id: str, model_id: str, params: dict[str, Any] | None = None, *, workers: int = 1,
+                     dataset_version: str | None = None, resources=None, resume: str | None = None,
+                     address: str | None = None, package: str = "image",
+                     env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Queue a version (or take ``resume`` again) and train it as a Ray Job on the cluster at
+        ``address`` (default $RAY_ADDRESS); returns at once with ``{"job", "version"}``."""
+        from deeptrain.jobs import submit
+
+        return submit.submit_training(self.ctx, app_id, model_id, params, workers=workers,
+                                      dataset_version_id=dataset_version, resources=resources, resume=resume,
+                                      address=address, package=package, env=env)
+
+    def list_jobs(self, address: str | None = None) -> list[dict[str, Any]]:
+        from deeptrain.jobs import submit
+
+        return submit.list_jobs(self.ctx, address)
+
+    def get_job(self, job_id: str, address: str | None = None) -> dict[str, Any]:
+        from deeptrain.jobs import submit
+
+        return submit.get_job(self.ctx, job_id, address)
+
+    def wait_job(self, job_id: str, address: str | None = None, timeout: float | None = None,
+                 on_poll=None) -> dict[str, Any]:
+        """Wait until the job ends; its version is then final (marked failed when the job died first)."""
+        from deeptrain.jobs import submit
+
+        return submit.wait_job(self.ctx, job_id, address, timeout, on_poll)
+
+    def stop_job(self, job_id: str, address: str | None = None) -> dict[str, Any]:
+        from deeptrain.jobs import submit
+
+        return submit.stop_job(self.ctx, job_id, address)
+
+    def job_logs(self, job_id: str, address: str | None = None, follow: bool = False):
+        """The job's log (one string), or with ``follow`` its chunks as they come until the job ends."""
+        from deeptrain.jobs import submit
+
+        return submit.job_logs(job_id, address, follow)
 
     def list_versions(self, app_id: str, model_id: str) -> list[dict[str, Any]]:
         return models_service.list_versions(self.ctx, app_id, model_id)
@@ -163,25 +206,43 @@ class Client:
 
     def load_version(self, app_id: str, model_id: str, version_id: str | None = None):
         """The version's model, ready for inference (cached per client)."""
+        return self._loaded(models_service.get_trained_version(self.ctx, app_id, model_id, version_id))
+
+    def _loaded(self, version: dict[str, Any]):
         from deeptrain.artifacts import load_model
 
-        version = models_service.get_trained_version(self.ctx, app_id, model_id, version_id)
         cache = self.__dict__.setdefault("_models", {})
         if version["artifacts"] not in cache:
             cache[version["artifacts"]] = load_model(self.ctx.storage, version["artifacts"])
         return cache[version["artifacts"]]
 
+    def _predict_version(self, version: dict[str, Any], images: list[bytes], threshold: float | None = None,
+                         top_k: int | None = None) -> list[dict[str, Any]]:
+        from deeptrain.inference import predict_bytes
+
+        return predict_bytes(self._loaded(version), images, threshold=threshold, top_k=top_k)
+
     def predict(self, app_id: str, model_id: str, images: Iterable[bytes | str | Path], *,
                 version_id: str | None = None, threshold: float | None = None,
                 top_k: int | None = None) -> list[dict[str, Any]]:
         """Predict on image bytes or files: concepts, regions or embeddings, one result per image."""
-        from deeptrain.images import inspect_image
-        from deeptrain.inference import predict_bytes
+        version = models_service.get_trained_version(self.ctx, app_id, model_id, version_id)
+        return self._predict_version(version, self._checked_images(images), threshold, top_k)
 
-        datas = [i if isinstance(i, bytes) else Path(i).read_bytes() for i in images]
-        for d in datas:
-            inspect_image(d, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
-        return predict_bytes(self.load_version(app_id, model_id, version_id), datas, threshold=threshold, top_k=top_k)
+    def _checked_images(self, images: Iterable[bytes | str | Path]) -> list[bytes]:
+        """The bytes of each image, checked (size, pixel limit, decodable); an error names the image."""
+        from deeptrain.errors import InvalidInput
+        from deeptrain.images import inspect_image
+
+        datas = []
+        for k, image in enumerate(images):
+            data = image if isinstance(image, bytes) else _read_file(image)
+            try:
+                inspect_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{'image ' + str(k) if isinstance(image, bytes) else str(image)}: {exc}") from None
+            datas.append(data)
+        return datas
 
     # --- hyperparameter tuning (Ray Tune) ---------------------------------------------
     def tune(self, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
@@ -253,6 +314,28 @@ class Client:
         from deeptrain import search
 
         return search.index_info(self.ctx, app_id)
+
+    # --- workflows ----------------------------------------------------------------------
+    def create_workflow(self, app_id: str, workflow_id: str,
+                        steps: Iterable[str | Mapping[str, Any]]) -> dict[str, Any]:
+        """A chain of models run on one input; steps are ``KIND:MODEL[:VERSION]`` (kind detect, classify or
+        embed) or ``{"kind", "model_id", "version_id"}``; detect only first, later steps run on its regions."""
+        return workflows.create_workflow(self.ctx, app_id, workflow_id, list(steps))
+
+    def list_workflows(self, app_id: str) -> list[dict[str, Any]]:
+        return workflows.list_workflows(self.ctx, app_id)
+
+    def get_workflow(self, app_id: str, workflow_id: str) -> dict[str, Any]:
+        return workflows.get_workflow(self.ctx, app_id, workflow_id)
+
+    def delete_workflow(self, app_id: str, workflow_id: str) -> dict[str, Any]:
+        return workflows.delete_workflow(self.ctx, app_id, workflow_id)
+
+    def run_workflow(self, app_id: str, workflow_id: str, images: Iterable[bytes | str | Path], *,
+                     threshold: float | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
+        """Run a workflow on image bytes or files, one result per image (see ``services.workflows.run_workflow``)."""
+        return workflows.run_workflow(self.ctx, app_id, workflow_id, self._checked_images(images),
+                                      self._predict_version, threshold=threshold, top_k=top_k)
 
     # --- API keys ---------------------------------------------------------------------
     def create_key(self, app_id: str, scopes: Iterable[str] = ("predict",), name: str = "") -> dict[str, Any]:

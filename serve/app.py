@@ -10,7 +10,10 @@ input id), and sends each image to the Predictor with the version's
 artifact prefix as the multiplexed model id. Searches (``POST /v2/apps/{app}/searches``,
 ``search`` scope) embed a query image through the same Predictor (batched, multiplexed)
 and look it up in the app's faiss index (``deeptrain.search``), which the Gateway keeps
-loaded per app and reloads when the app's index pointer names a new build. Errors are
+loaded per app and reloads when the app's index pointer names a new build. Workflows
+(``POST /v2/apps/{app}/workflows/{name}/results``, ``predict`` scope) run
+``deeptrain.services.workflows.run_workflow`` in a worker thread, each step's images sent
+to the Predictor at once (so a detector's crops are classified in batches). Errors are
 JSON ``{"status": {"code", "description"}}`` with a 4xx status; a 500 never carries a
 stack trace.
 
@@ -31,8 +34,10 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deeptrain import __version__
 from deeptrain.config import Settings
@@ -43,8 +48,10 @@ from deeptrain.services import inputs as input_service
 from deeptrain.services import keys as key_service
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
+from deeptrain.services import workflows as workflow_service
+from serve.bodies import add_body_schemas, openapi_body, parse_body
 from serve.schemas import (ErrorResponse, Input, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
-                           PostSearchesResponse)
+                           PostSearchesResponse, PostWorkflowResultsRequest, PostWorkflowResultsResponse)
 
 log = logging.getLogger("deeptrain.serve")
 
@@ -64,6 +71,22 @@ api = FastAPI(
 )
 
 
+def _openapi() -> dict[str, Any]:
+    """FastAPI's document plus the request body models, which the routes read themselves (JSON or multipart)."""
+    if api.openapi_schema is None:
+        doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        for operations in doc["paths"].values():  # FastAPI's 422 never happens: a bad request is a 400
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            doc.get("components", {}).get("schemas", {}).pop(unused, None)
+        api.openapi_schema = add_body_schemas(doc)
+    return api.openapi_schema
+
+
+api.openapi = _openapi  # type: ignore[method-assign]
+
+
 def _error(status: int, code: str, description: str) -> JSONResponse:
     return JSONResponse({"status": {"code": code, "description": description}}, status_code=status)
 
@@ -80,18 +103,48 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
     return _error(400, "invalid_input", f"invalid request body: {problems}")
 
 
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (unknown path, wrong method) and malformed multipart bodies, in the API's error shape."""
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+    return _error(exc.status_code, codes.get(exc.status_code, "invalid_input"), str(exc.detail))
+
+
 @api.exception_handler(Exception)
 async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error")
     return _error(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
 
 
-@api.middleware("http")
-async def _limit_body(request: Request, call_next):
-    length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_REQUEST_BYTES):
-        return _error(413, "too_large", f"request body over {MAX_REQUEST_BYTES} bytes (DEEPTRAIN_MAX_REQUEST_BYTES)")
-    return await call_next(request)
+class _BodyLimit:
+    """ASGI middleware: refuses a body over ``limit`` bytes with 413, by its Content-Length or, for a chunked
+    body, as soon as what arrived passes the limit (the route reading it gets an HTTPException)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"request body over {self.limit} bytes (DEEPTRAIN_MAX_REQUEST_BYTES)"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await _error(413, "too_large", message)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.limit:
+                    raise StarletteHTTPException(413, message)
+            return event
+
+        return await self.app(scope, limited_receive, send)
+
+
+api.add_middleware(_BodyLimit, limit=MAX_REQUEST_BYTES)
 
 
 def _context(settings_env: dict[str, str]) -> Context:
@@ -138,10 +191,31 @@ def _clarifai_data(task: str, out: dict[str, Any], min_value: float | None) -> d
     if task == "classification":
         return {"concepts": [c for c in out["concepts"] if min_value is None or c["value"] >= min_value]}
     if task == "detection":
-        return {"regions": [{"region_info": {"bounding_box": r["bounding_box"]},
+        return {"regions": [{"id": uuid.uuid4().hex, "region_info": {"bounding_box": r["bounding_box"]},
                              "data": {"concepts": [{"id": r["concept"], "value": r["value"]}]}}
                             for r in out["regions"]]}
     return {"embeddings": [{"vector": out["embedding"], "num_dimensions": len(out["embedding"])}]}
+
+
+def _workflow_outputs(outputs: list[dict[str, Any]], min_value: float | None) -> list[dict[str, Any]]:
+    """A workflow result in Clarifai's shape: after a detect step, each output's regions share the detector's ids."""
+    first = outputs[0]
+    region_ids = [uuid.uuid4().hex for _ in first.get("regions", [])]
+    converted = []
+    for out in outputs:
+        task = workflow_service.STEP_TASKS[out["kind"]]
+        if out["kind"] == "detect":
+            data = _clarifai_data(task, out, min_value)
+            for rid, region in zip(region_ids, data["regions"]):
+                region["id"] = rid
+        elif "regions" in out:  # a step on the detector's crops
+            data = {"regions": [{"id": rid, "region_info": {"bounding_box": r["bounding_box"]},
+                                 "data": _clarifai_data(task, r, min_value)} for rid, r in zip(region_ids, out["regions"])]}
+        else:
+            data = _clarifai_data(task, out, min_value)
+        converted.append({"id": uuid.uuid4().hex, "model": {"id": out["model_id"],
+                                                            "model_version": {"id": out["version_id"]}}, "data": data})
+    return converted
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -156,7 +230,8 @@ class Gateway:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz", summary="readiness: the metadata store answers")
+    @api.get("/readyz", summary="readiness: the metadata store answers",
+             responses={503: {"model": ErrorResponse, "description": "the metadata store does not answer"}})
     async def readyz(self) -> JSONResponse:
         try:
             await asyncio.to_thread(self.ctx.store.ping)
@@ -165,15 +240,19 @@ class Gateway:
         return JSONResponse({"status": "ready", "version": __version__})
 
     @api.post("/v2/apps/{app_id}/models/{model_id}/versions/{version_id}/outputs",
-              response_model=PostOutputsResponse, summary="predict with a model version")
-    async def version_outputs(self, app_id: str, model_id: str, version_id: str, body: PostOutputsRequest,
+              response_model=PostOutputsResponse, summary="predict with a model version",
+              openapi_extra=openapi_body(PostOutputsRequest))
+    async def version_outputs(self, app_id: str, model_id: str, version_id: str, request: Request,
                               authorization: str | None = Header(None)) -> dict[str, Any]:
+        body = await parse_body(request, PostOutputsRequest)
         return await self._outputs(app_id, model_id, version_id, body, authorization)
 
     @api.post("/v2/apps/{app_id}/models/{model_id}/outputs", response_model=PostOutputsResponse,
-              summary="predict with the model's default version (else its newest trained one)")
-    async def model_outputs(self, app_id: str, model_id: str, body: PostOutputsRequest,
+              summary="predict with the model's default version (else its newest trained one)",
+              openapi_extra=openapi_body(PostOutputsRequest))
+    async def model_outputs(self, app_id: str, model_id: str, request: Request,
                             authorization: str | None = Header(None)) -> dict[str, Any]:
+        body = await parse_body(request, PostOutputsRequest)
         return await self._outputs(app_id, model_id, None, body, authorization)
 
     def _image_bytes(self, app_id: str, k: int, inp: Input) -> bytes:
@@ -225,10 +304,47 @@ class Gateway:
                             "data": _clarifai_data(model["task"], out, config.min_value)})
         return {"status": {"code": 10000, "description": "Ok"}, "outputs": outputs}
 
+    @api.post("/v2/apps/{app_id}/workflows/{workflow_id}/results", response_model=PostWorkflowResultsResponse,
+              summary="run a workflow (e.g. detect -> crop each region -> classify/embed) on each input",
+              openapi_extra=openapi_body(PostWorkflowResultsRequest))
+    async def workflow_results(self, app_id: str, workflow_id: str, request: Request,
+                               authorization: str | None = Header(None)) -> dict[str, Any]:
+        body = await parse_body(request, PostWorkflowResultsRequest)
+        try:
+            results = await asyncio.wait_for(asyncio.to_thread(self._run_workflow, app_id, workflow_id, body,
+                                                               authorization), REQUEST_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return _error(504, "timeout", f"workflow took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+        min_value = body.output_config.min_value
+        ok = {"code": 10000, "description": "Ok"}
+        return {"status": ok, "workflow": {"id": workflow_id},
+                "results": [{"status": ok, "input": {"id": inp.id or inp.data.image.input_id},
+                             "outputs": _workflow_outputs(r["outputs"], min_value)}
+                            for inp, r in zip(body.inputs, results)]}
+
+    def _run_workflow(self, app_id: str, workflow_id: str, body: PostWorkflowResultsRequest,
+                      authorization: str | None) -> list[dict[str, Any]]:
+        """In a worker thread: the workflow service's orchestration, each step on the Predictor (batched)."""
+        key_service.authorize(self.ctx, authorization, app_id, "predict")
+        workflow_service.get_workflow(self.ctx, app_id, workflow_id)
+        images = [self._image_bytes(app_id, k, inp) for k, inp in enumerate(body.inputs)]
+        config = body.output_config
+        return workflow_service.run_workflow(self.ctx, app_id, workflow_id, images, self._predict_blocking,
+                                             threshold=config.min_value, top_k=config.max_concepts)
+
+    def _predict_blocking(self, version: dict[str, Any], images: list[bytes], threshold: float | None,
+                          top_k: int | None) -> list[dict[str, Any]]:
+        """Predictions of one version from a worker thread: all images sent at once, so the Predictor batches them."""
+        handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
+        responses = [handle.predict.remote(data, threshold, top_k) for data in images]
+        return [r.result(timeout_s=REQUEST_TIMEOUT_S) for r in responses]
+
     @api.post("/v2/apps/{app_id}/searches", response_model=PostSearchesResponse,
-              summary="visual search: the app's inputs nearest to an image or a stored input (search scope)")
-    async def searches(self, app_id: str, body: PostSearchesRequest,
+              summary="visual search: the app's inputs nearest to an image or a stored input (search scope)",
+              openapi_extra=openapi_body(PostSearchesRequest))
+    async def searches(self, app_id: str, request: Request,
                        authorization: str | None = Header(None)) -> dict[str, Any]:
+        body = await parse_body(request, PostSearchesRequest)
         index, vector, data = await asyncio.to_thread(self._search_query, app_id, body, authorization)
         if vector is None:  # embed the query image on the Predictor, batched with other requests of the version
             handle = self.predictor.options(multiplexed_model_id=index.artifacts)

@@ -131,3 +131,31 @@ class PostSearchesResponse(BaseModel):
     status: Status
     model: dict[str, Any] = Field(..., description="the embedding model version of the app's search index")
     hits: list[SearchHit]
+
+
+# --- workflows ---------------------------------------------------------------------
+
+
+class PostWorkflowResultsRequest(_Strict):
+    inputs: list[Input] = Field(..., min_length=1, max_length=MAX_INPUTS_PER_REQUEST)
+    output_config: OutputConfig = OutputConfig()
+
+
+class WorkflowOutput(BaseModel):
+    id: str
+    model: dict[str, Any]
+    data: dict[str, Any]
+
+
+class WorkflowResult(BaseModel):
+    status: Status
+    input: dict[str, Any]
+    outputs: list[WorkflowOutput] = Field(..., description=(
+        "one output per step, in order; after a detect step every output's data.regions lists the detector's "
+        "regions in the same order (same region ids), each with that step's concepts or embeddings of its crop"))
+
+
+class PostWorkflowResultsResponse(BaseModel):
+    status: Status
+    workflow: dict[str, Any]
+    results: list[WorkflowResult]

@@ -39,14 +39,19 @@ def pg_server():
         yield server
 
 
-@pytest.fixture
-def s3_env(s3_server, monkeypatch) -> dict[str, str]:
-    env = {
+def aws_env(s3_server) -> dict[str, str]:
+    """The standard AWS variables that reach the test S3 server."""
+    return {
         "AWS_ENDPOINT_URL": s3_server.endpoint,
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "AWS_REGION": s3_server.region,
     }
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> dict[str, str]:
+    env = aws_env(s3_server)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     return env

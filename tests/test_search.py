@@ -198,6 +198,12 @@ def test_http_search_equals_the_sdk(indexed, http):
     assert [h["input"]["id"] for h in r.json()["hits"]] == [
         h["input_id"] for h in client.search("fashion", input_id=q, top_k=5, concept="bag")]
     assert "/v2/apps/{app_id}/searches" in http.get("/openapi.json").json()["paths"]
+    upload = http.post("/v2/apps/fashion/searches", files=[("image", ("q.png", data, "image/png"))],
+                       data={"top_k": "10"})
+    assert upload.status_code == 200, upload.text
+    assert [h["input"]["id"] for h in upload.json()["hits"]] == [h["input_id"] for h in sdk]
+    two = http.post("/v2/apps/fashion/searches", files=[("image", ("q.png", data, "image/png"))] * 2)
+    assert two.status_code == 400 and "exactly one 'image' file part, got 2" in two.json()["status"]["description"]
 
 
 def test_http_errors(indexed, http):

@@ -12,7 +12,6 @@ from deeptrain.config import Settings
 from deeptrain.sdk import Client
 from deeptrain.services import models as model_service
 from tests import imagegen
-from tests.conftest import import_fashion
 
 pytestmark = pytest.mark.ray
 
@@ -24,13 +23,30 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, ray_cluster, fashion_small):
+def trees(tmp_path_factory) -> tuple[Client, str]:
+    """The app, holding deepforest's aerial tiles with VOC tree boxes first, and a dataset version of those
+    alone (the detector's, so that Fashion-MNIST images imported later are not its background)."""
+    from deeptrain.sample_data import write_deepforest_tiles
+
+    root = tmp_path_factory.mktemp("trees")
+    write_deepforest_tiles(root / "train", ["OSBS_029"], tile=200)
+    write_deepforest_tiles(root / "test", ["SOAP_061"], tile=200)
+    client = Client(Settings.from_env(env={"DEEPTRAIN_HOME": str(tmp_path_factory.mktemp("serve") / "home")}))
+    client.create_app("fashion")
+    client.import_inputs("fashion", root / "train", format="voc", split="train")
+    client.import_inputs("fashion", root / "test", format="voc", split="test")
+    return client, client.snapshot("fashion")["id"]
+
+
+@pytest.fixture(scope="module")
+def served(trees, ray_cluster, fashion_small):
     """A classifier trained for one epoch, and the API serving its store and storage."""
     from serve.app import start, stop
 
-    settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(tmp_path_factory.mktemp("serve") / "home")})
-    client = Client(settings)
-    import_fashion(client, fashion_small)
+    client, _ = trees
+    settings = client.settings
+    client.import_inputs("fashion", fashion_small / "train", format="imagefolder", split="train")
+    client.import_inputs("fashion", fashion_small / "test", format="imagefolder", split="test")
     client.create_model("fashion", "clf", "classification", "ResNext",
                         {"image_size": 32, "num_epochs": 1, "batch_size": 20, "lrate": 0.05})
     version = client.train("fashion", "clf", workers=1)
@@ -153,12 +169,61 @@ def test_api_keys(served):
         assert fragment in r.json()["status"]["description"]
 
 
+def test_multipart_upload(served, fashion_small):
+    """Image files as multipart/form-data parts: the same outputs as the same bytes in base64 JSON."""
+    _, version, http = served
+    path = f"/v2/apps/fashion/models/clf/versions/{version['id']}/outputs"
+    files = sorted((fashion_small / "test").rglob("*.png"))[:2]
+    r = http.post(path, files=[("image", (f.name, f.read_bytes(), "image/png")) for f in files],
+                  data={"max_concepts": "2"})
+    assert r.status_code == 200, r.text
+    as_json = _post(http, path, *(_b64(f.read_bytes()) for f in files), max_concepts=2)
+    for upload, ref, f in zip(r.json()["outputs"], as_json.json()["outputs"], files):
+        assert upload["input"]["id"] == f.name and len(upload["data"]["concepts"]) == 2
+        assert upload["data"]["concepts"] == ref["data"]["concepts"]
+    png = ("image", ("a.png", files[0].read_bytes(), "image/png"))
+    cases = [
+        (http.post(path, files=[("file", ("a.png", b"x", "image/png"))]), 400, "unknown multipart field(s) 'file'"),
+        (http.post(path, files=[("max_concepts", (None, b"2"))]), 400, "no 'image' file part"),
+        (http.post(path, files=[png], data={"image": "text"}), 400, "is a text field, not a file"),
+        (http.post(path, files=[png], data={"top": "3"}), 400, "unknown multipart field(s) 'top'"),
+        (http.post(path, files=[png], data={"max_concepts": "zero"}), 400, "max_concepts"),
+        (http.post(path, files=[("image", ("x.png", b"not an image", "image/png"))]), 400, "inputs[0]: not an image"),
+        (http.post(path, files=[png] * 33), 400, "invalid multipart body: Too many files. Maximum number of files is 32"),
+        (http.post(path, content=b"--b\r\nbroken", headers={"content-type": "multipart/form-data; boundary=b"}),
+         400, "multipart body"),
+    ]
+    for r, status, fragment in cases:
+        assert r.status_code == status, (status, r.text)
+        assert fragment in r.json()["status"]["description"], r.text
+    assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_chunked_body_over_the_limit_is_refused(served):
+    """A body without Content-Length is counted as it arrives: 413 past DEEPTRAIN_MAX_REQUEST_BYTES."""
+    _, _, http = served
+
+    def chunks():
+        for _ in range(65):
+            yield b"x" * 2**20
+
+    r = http.post("/v2/apps/fashion/models/clf/outputs", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["status"]["description"]
+    assert http.get("/healthz").json() == {"status": "ok"}
+
+
 def test_openapi_document(served):
     _, _, http = served
     doc = http.get("/openapi.json").json()
     assert {"/v2/apps/{app_id}/models/{model_id}/versions/{version_id}/outputs",
             "/v2/apps/{app_id}/models/{model_id}/outputs", "/healthz", "/readyz"} <= set(doc["paths"])
+    body = doc["paths"]["/v2/apps/{app_id}/models/{model_id}/outputs"]["post"]["requestBody"]["content"]
+    assert body["application/json"]["schema"] == {"$ref": "#/components/schemas/PostOutputsRequest"}
+    assert "PostOutputsRequest" in doc["components"]["schemas"]
+    assert body["multipart/form-data"]["schema"]["properties"]["image"]["items"]["format"] == "binary"
     assert http.get("/docs").status_code == 200
+    r = http.get("/v2/nothing-here")
+    assert r.status_code == 404 and r.json()["status"]["code"] == "not_found"
 
 
 def test_deploy_config_is_valid_and_builds():
@@ -199,3 +264,285 @@ def test_keys_cli_and_bad_input(local_settings):
         assert fragment in json.loads(proc.stdout)["error"]["message"]
     revoked = json.loads(run_cli(local_settings, "keys", "revoke", "a1", created["id"], "--json", check=True).stdout)
     assert revoked["revoked_at"] is not None
+
+
+# --- detection on real aerial images, and workflows -----------------------------------
+
+AERIAL = "2019_YELL_2_541000_4977000_image_crop"  # deepforest's 1249 x 1035 aerial image
+DETECTION = {"image_size": 96, "num_epochs": 1, "batch_size": 4, "num_items_per_epoch": 16, "lrate": 0.05,
+             "detection_score_threshold": 0.3}
+
+
+def _png_bytes(image) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def detector(served, trees):
+    """A tree detector trained for 4 steps on the aerial tiles (the plumbing is the point, not accuracy), and
+    real aerial test images: not square, resized by 1 and by a non-round factor, and a square tile."""
+    from PIL import Image
+
+    from deeptrain.sample_data import deepforest_data_dir
+
+    client, tree_dataset = trees
+    client.create_model("fashion", "det", "detection", "InceptionV2", DETECTION, concepts=["tree"])
+    version = client.train("fashion", "det", workers=1, dataset_version=tree_dataset)
+    assert version["status"] == "trained", version["error"]
+    with Image.open(deepforest_data_dir() / f"{AERIAL}.png") as raw:
+        aerial = raw.convert("RGB")
+    images = {
+        "wide": aerial.crop((300, 200, 460, 296)),    # 160 x 96: shorter side = image_size, no resize
+        "odd": aerial.crop((500, 400, 801, 580)),     # 301 x 180: x scale 161/301, y scale 96/180
+        "tile": aerial.crop((100, 600, 300, 800)),    # 200 x 200, as the evaluation path sees it
+    }
+    return version, {name: _png_bytes(img) for name, img in images.items()}
+
+
+def _regions(body: dict) -> list[dict]:
+    return [{"box": r["region_info"]["bounding_box"], "concept": r["data"]["concepts"][0]["id"],
+             "value": r["data"]["concepts"][0]["value"]} for r in body["outputs"][0]["data"]["regions"]]
+
+
+def _served_regions(http, version_id: str, data: bytes, **config) -> list[dict]:
+    r = _post(http, f"/v2/apps/fashion/models/det/versions/{version_id}/outputs", _b64(data), **config)
+    assert r.status_code == 200, r.text
+    return _regions(r.json())
+
+
+def _raw_detections(client, version_id: str, data: bytes):
+    """The model's own output in the preprocessed frame (pixels of the resized image), and that frame's size."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from deeptrain.models.tasks import predict_with_flips
+    from deeptrain.training.preprocess import resize_shorter
+
+    loaded = client.load_version("fashion", "det", version_id)
+    pre = loaded.manifest["preprocessing"]
+    with Image.open(io.BytesIO(data)) as raw:
+        img, _ = resize_shorter(raw.convert("RGB"), pre["image_size"])
+    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
+    x = (x - torch.tensor(pre["mean"]).view(3, 1, 1)) / torch.tensor(pre["std"]).view(3, 1, 1)
+    with torch.no_grad():
+        det = predict_with_flips(loaded.model, "detection", x[None], loaded.params.average_horizontal_flips)[0]
+    return det, img.size
+
+
+def test_detection_boxes_map_back_to_the_original_pixels(served, detector):
+    """Served normalized boxes x original size = the raw model boxes mapped from the resized frame by its
+    true per-axis scale; on the 160 x 96 image (no resize) they are the raw boxes themselves."""
+    client, _, http = served
+    version, images = detector
+    import io
+
+    from PIL import Image
+
+    for name in ("wide", "odd"):
+        width, height = Image.open(io.BytesIO(images[name])).size
+        det, (rw, rh) = _raw_detections(client, version["id"], images[name])
+        served_regions = _served_regions(http, version["id"], images[name], min_value=0.0)
+        assert len(served_regions) == len(det["boxes"]) > 0
+        if name == "wide":
+            assert (rw, rh) == (width, height) == (160, 96)
+        for region, box, score in zip(served_regions, det["boxes"].tolist(), det["scores"].tolist()):
+            x0, y0, x1, y1 = (min(max(v, 0.0), side) * full / side
+                              for v, side, full in zip(box, (rw, rh, rw, rh), (width, height, width, height)))
+            b = region["box"]
+            got = (b["left_col"] * width, b["top_row"] * height, b["right_col"] * width, b["bottom_row"] * height)
+            assert got == pytest.approx((x0, y0, x1, y1), abs=1e-3), name
+            assert region["value"] == pytest.approx(score, abs=1e-6) and region["concept"] == "tree"
+
+
+def test_detection_equals_the_offline_paths(served, detector):
+    """Over HTTP = `deeptrain predict` (same version, same images); on a square tile = the evaluation path."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from deeptrain.templates import get_template
+    from deeptrain.training.loop import evaluate
+    from deeptrain.training.preprocess import Preprocessor
+    from tests.conftest import run_cli
+
+    client, _, http = served
+    version, images = detector
+    paths = []
+    for name, data in images.items():
+        path = client.settings.home / f"{name}.png"
+        path.write_bytes(data)
+        paths.append(str(path))
+    proc = run_cli(client.settings, "predict", "fashion", "det", *paths, "--version", version["id"],
+                   "--threshold", "0", "--json", check=True)
+    for (name, data), offline in zip(images.items(), json.loads(proc.stdout)):
+        served_regions = _served_regions(http, version["id"], data, min_value=0.0)
+        assert len(served_regions) == len(offline["regions"]) > 0, name
+        for s, o in zip(served_regions, offline["regions"]):
+            assert s["box"] == pytest.approx(o["bounding_box"], abs=1e-5) and s["value"] == pytest.approx(o["value"], abs=1e-5)
+
+    loaded = client.load_version("fashion", "det", version["id"])
+    size = loaded.params.image_size
+    processor = Preprocessor(task="detection", image_size=size, canvas=size, class_map=[0], num_classes=1, max_boxes=1)
+    rows = processor({"image": np.array([images["tile"]], dtype=object), "concepts": [np.array([], np.int32)],
+                      "boxes": [[]], "width": np.array([200]), "height": np.array([200])})
+    _, raw = evaluate(loaded.model, get_template("detection", "InceptionV2"),
+                      [{k: torch.from_numpy(v) for k, v in rows.items()}], loaded.params, ["tree"], torch.device("cpu"))
+    [pred] = raw["preds"]
+    served_regions = _served_regions(http, version["id"], images["tile"], min_value=0.0)
+    assert len(served_regions) == len(pred["boxes"])
+    for s, box, score in zip(served_regions, pred["boxes"].clamp(0, size).tolist(), pred["scores"].tolist()):
+        b = s["box"]
+        assert [b["left_col"] * size, b["top_row"] * size, b["right_col"] * size, b["bottom_row"] * size] == \
+            pytest.approx(box, abs=1e-3)
+        assert s["value"] == pytest.approx(score, abs=1e-5)
+
+
+def test_detection_score_threshold(served, detector):
+    """Default: the version's detection_score_threshold; min_value overrides it per request."""
+    _, _, http = served
+    version, images = detector
+    every = _served_regions(http, version["id"], images["odd"], min_value=0.0)
+    scores = sorted(r["value"] for r in every)
+    default = _served_regions(http, version["id"], images["odd"])
+    assert [r["value"] for r in default] == [v for v in (r["value"] for r in every) if v > DETECTION["detection_score_threshold"]]
+    cut = scores[len(scores) // 2]
+    above = _served_regions(http, version["id"], images["odd"], min_value=cut)
+    assert 0 < len(above) < len(every) and all(r["value"] > cut for r in above)
+    assert len(above) == sum(v > cut for v in scores)
+
+
+def _crop(data: bytes, box: dict) -> bytes:
+    """The region cut out of the original image: normalized box -> pixels, rounded outwards."""
+    import io
+    import math
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as raw:
+        img = raw.convert("RGB")
+    w, h = img.size
+    return _png_bytes(img.crop((math.floor(box["left_col"] * w), math.floor(box["top_row"] * h),
+                                math.ceil(box["right_col"] * w), math.ceil(box["bottom_row"] * h))))
+
+
+def test_workflow_detect_then_classify_each_region(served, detector):
+    """Each region the detector finds (its default threshold) is cut out of the original image and classified:
+    per-region concepts equal the classifier run offline on the same crops."""
+    client, clf_version, http = served
+    version, images = detector
+    client.create_workflow("fashion", "trees", ["detect:det", f"classify:clf:{clf_version['id']}"])
+    data = images["odd"]
+    body = {"inputs": [{"id": "odd", "data": {"image": _b64(data)}}], "output_config": {"max_concepts": 3}}
+    r = http.post("/v2/apps/fashion/workflows/trees/results", json=body)
+    assert r.status_code == 200, r.text
+    [result] = r.json()["results"]
+    assert result["input"]["id"] == "odd"
+    detected, classified = result["outputs"]
+    assert detected["model"] == {"id": "det", "model_version": {"id": version["id"]}}
+    assert classified["model"] == {"id": "clf", "model_version": {"id": clf_version["id"]}}
+    regions = detected["data"]["regions"]
+    alone = _served_regions(http, version["id"], data)  # what the detector alone returns
+    assert 0 < len(regions) == len(alone)
+    for got, ref in zip(_regions({"outputs": [detected]}), alone):
+        assert got["box"] == pytest.approx(ref["box"], abs=1e-6) and got["value"] == pytest.approx(ref["value"], abs=1e-6)
+    crops = [_crop(data, x["region_info"]["bounding_box"]) for x in regions]
+    offline = client.predict("fashion", "clf", crops, version_id=clf_version["id"], top_k=3)
+    assert len(classified["data"]["regions"]) == len(regions)
+    for det_region, region, ref in zip(regions, classified["data"]["regions"], offline):
+        assert (region["id"], region["region_info"]) == (det_region["id"], det_region["region_info"])
+        got = region["data"]["concepts"]
+        assert [c["id"] for c in got] == [c["id"] for c in ref["concepts"]] and len(got) == 3
+        assert [c["value"] for c in got] == pytest.approx([c["value"] for c in ref["concepts"]], abs=1e-5)
+    # the SDK runs the same orchestration locally
+    [local] = client.run_workflow("fashion", "trees", [data], top_k=3)
+    assert [o["model_id"] for o in local["outputs"]] == ["det", "clf"]
+    assert len(local["outputs"][1]["regions"]) == len(regions)
+    for got, ref in zip(local["outputs"][1]["regions"], classified["data"]["regions"]):
+        assert got["bounding_box"] == pytest.approx(ref["region_info"]["bounding_box"], abs=1e-5)
+        assert [c["value"] for c in got["concepts"]] == pytest.approx([c["value"] for c in ref["data"]["concepts"]],
+                                                                      abs=1e-5)
+
+
+def test_workflow_errors_and_no_regions(served, detector):
+    client, _, http = served
+    _, images = detector
+    ok = {"inputs": [{"data": {"image": _b64(images["wide"])}}]}
+    none = http.post("/v2/apps/fashion/workflows/trees/results", json={**ok, "output_config": {"min_value": 1.0}})
+    assert none.status_code == 200, none.text
+    assert [o["data"]["regions"] for o in none.json()["results"][0]["outputs"]] == [[], []]
+    as_json = http.post("/v2/apps/fashion/workflows/trees/results", json=ok).json()["results"][0]["outputs"]
+    upload = http.post("/v2/apps/fashion/workflows/trees/results",
+                       files=[("image", ("wide.png", images["wide"], "image/png"))])
+    assert upload.status_code == 200, upload.text
+    [result] = upload.json()["results"]
+    assert result["input"]["id"] == "wide.png"
+    assert [[x["region_info"] for x in o["data"]["regions"]] for o in result["outputs"]] == \
+        [[x["region_info"] for x in o["data"]["regions"]] for o in as_json]
+    search_only = client.create_key("fashion", ["search"])["key"]
+    cases = [
+        (http.post("/v2/apps/fashion/workflows/nope/results", json=ok), 404, "workflow 'nope'"),
+        (http.post("/v2/apps/fashion/workflows/trees/results", json=ok,
+                   headers={"Authorization": f"Key {search_only}"}), 403, "lacks the 'predict' scope"),
+        (http.post("/v2/apps/fashion/workflows/trees/results",
+                   json={"inputs": [{"data": {"image": _b64(imagegen.truncated_jpeg())}}]}), 400, "inputs[0]"),
+        (http.post("/v2/apps/fashion/workflows/trees/results", json={"inputs": []}), 400, "inputs"),
+    ]
+    for r, status, fragment in cases:
+        assert r.status_code == status, (status, r.text)
+        assert fragment in r.json()["status"]["description"], r.text
+    assert http.get("/healthz").json() == {"status": "ok"}
+    assert "/v2/apps/{app_id}/workflows/{workflow_id}/results" in http.get("/openapi.json").json()["paths"]
+
+
+
+# --- fuzzing against the OpenAPI document ------------------------------------------------
+
+FUZZ_EXAMPLES = 50  # per operation, data mode (valid/invalid by the schema) and target (real/random resources)
+
+
+def test_fuzz_against_the_openapi_document(served, detector):
+    """schemathesis generates requests from the live app's own /openapi.json: bodies valid and invalid by the
+    schema, JSON and multipart, aimed at the real app, models and workflow with a valid key, and at random
+    ones with random headers. No answer is a 500 and every answer is documented (status code, content type,
+    body schema). Derandomized: every run sends the same requests."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
+                                     status_code_conformance)
+    from schemathesis.generation.modes import GenerationMode
+
+    _, clf_version, http = served
+    schema = schemathesis.openapi.from_url(str(http.base_url.join("/openapi.json")))
+    real = {"app_id": "fashion", "model_id": "clf", "version_id": clf_version["id"], "workflow_id": "trees"}
+    key = {"Authorization": http.headers["Authorization"]}
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 6
+    for operation in operations:
+        names = {p.name for p in operation.path_parameters}
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            for aimed in (True, False):
+                strategy = operation.as_strategy(
+                    mode, path_parameters={k: v for k, v in real.items() if k in names} if aimed else None,
+                    headers=key if aimed else None)
+
+                @given(case=strategy)
+                @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                          phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+                def call(case):
+                    case.call_and_validate(checks=checks, timeout=120)
+
+                try:
+                    call()
+                except Unsatisfiable:  # nothing in the request can be made invalid (GET /healthz)
+                    assert mode == GenerationMode.NEGATIVE, operation.label
+    assert http.get("/healthz").status_code == 200

@@ -127,3 +127,18 @@ def test_use_gpu_is_decided_from_the_cluster(ray_cluster):
     assert cluster_use_gpu(None) is False and cluster_use_gpu(False) is False
     with pytest.raises(InvalidInput, match="use_gpu is true but the Ray cluster has no GPUs"):
         cluster_use_gpu(True)
+
+
+def test_scaling_config_follows_worker_resources(ray_cluster):
+    from deeptrain.jobs.train import WorkerResources, scaling_config
+    from deeptrain.params import HyperParams
+
+    params = HyperParams(num_workers=2)
+    scaling = scaling_config(params, WorkerResources(cpus=0.25, placement="STRICT_SPREAD"))
+    assert (scaling.num_workers, scaling.use_gpu, scaling.placement_strategy) == (2, False, "STRICT_SPREAD")
+    assert scaling.resources_per_worker == {"CPU": 0.25}
+    assert scaling_config(params, WorkerResources(gpus=0)).resources_per_worker == {"CPU": WorkerResources().cpus}
+    with pytest.raises(InvalidInput, match="use_gpu is true but the Ray cluster has no GPUs"):
+        scaling_config(params, WorkerResources(gpus=0.5))  # GPUs asked for explicitly
+    with pytest.raises(InvalidInput, match="contradicts use_gpu=false"):
+        scaling_config(HyperParams(use_gpu=False), WorkerResources(gpus=1))

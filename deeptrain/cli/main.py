@@ -9,12 +9,15 @@ import typer
 
 from deeptrain import __version__
 from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app, keys_app
+from deeptrain.cli.jobs import jobs_app, submit_app
 from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
 from deeptrain.cli.tune import tune_command, tune_runs_app
-from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
+from deeptrain.cli.workflows import workflows_app
+from deeptrain.errors import (ClusterError, Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError,
+                              Unauthorized)
 
 app = typer.Typer(
     name="deeptrain",
@@ -30,6 +33,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(templates_app, name="templates")
 app.add_typer(keys_app, name="keys")
 app.add_typer(search_app, name="search")
+app.add_typer(workflows_app, name="workflows")
+app.add_typer(submit_app, name="submit")
+app.add_typer(jobs_app, name="jobs")
 app.command("predict")(predict_command)
 app.command("tune")(tune_command)
 app.add_typer(tune_runs_app, name="tune-runs")
@@ -39,7 +45,8 @@ app.add_typer(tune_runs_app, name="tune-runs")
 for _plugin in entry_points(group="deeptrain.cli"):
     app.add_typer(_plugin.load(), name=_plugin.name)
 
-EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5, Unauthorized: 6, Forbidden: 6}
+EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5, Unauthorized: 6, Forbidden: 6,
+              ClusterError: 7}
 
 
 @app.command("version")

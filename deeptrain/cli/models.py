@@ -14,10 +14,26 @@ from deeptrain.sdk import Client
 models_app = typer.Typer(help="Define models, train versions, follow and evaluate them.", no_args_is_help=True)
 
 ParamOption = typer.Option(None, "--param", "-p", help="Hyperparameter as name=value (repeatable).")
+WorkersOption = typer.Option(1, min=1, help="Ray Train workers (data-parallel).")
+DatasetVersionOption = typer.Option(None, help="Dataset version id (default: snapshot now).")
+ResumeOption = typer.Option(None, help="Run this queued version, or continue this interrupted one from its last "
+                                       "checkpoint (with the resources it was planned with).")
+CpusOption = typer.Option(None, "--cpus-per-worker", min=0,
+                          help="CPUs each worker reserves (default: $DEEPTRAIN_CPU_PER_WORKER or 0.5).")
+GpusOption = typer.Option(None, "--gpus-per-worker", min=0,
+                          help="GPUs each worker reserves; 0 = none (default: 1 when use_gpu, auto = the cluster has GPUs).")
+PlacementOption = typer.Option("PACK", "--placement",
+                               help="How workers spread over nodes: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD (one per node).")
 
 
 def _params(values: Optional[list[str]]) -> dict[str, Any]:
     return parse_cli_params(values or [])
+
+
+def worker_resources(cpus: Optional[float], gpus: Optional[float], placement: str):
+    from deeptrain.jobs.train import CPU_PER_WORKER, WorkerResources
+
+    return WorkerResources(cpus=CPU_PER_WORKER if cpus is None else cpus, gpus=gpus, placement=placement.upper())
 
 
 @models_app.command("create")
@@ -60,9 +76,12 @@ def _render_version(v: dict[str, Any]) -> None:
 def models_train(
     app: str, model: str,
     param: Optional[list[str]] = ParamOption,
-    workers: int = typer.Option(1, min=1, help="Ray Train workers (data-parallel)."),
-    dataset_version: Optional[str] = typer.Option(None, help="Dataset version id (default: snapshot now)."),
-    resume: Optional[str] = typer.Option(None, help="Continue this interrupted version from its last checkpoint."),
+    workers: int = WorkersOption,
+    dataset_version: Optional[str] = DatasetVersionOption,
+    resume: Optional[str] = ResumeOption,
+    cpus_per_worker: Optional[float] = CpusOption,
+    gpus_per_worker: Optional[float] = GpusOption,
+    placement: str = PlacementOption,
     json: bool = JsonOption,
 ):
     """Train a new version (or --resume one); waits and prints the finished version. Ctrl-C asks to cancel."""
@@ -71,8 +90,10 @@ def models_train(
         result = train_with_progress(client, app, model, lambda _: client.resume(app, model, resume),
                                      client.get_version(app, model, resume))
     else:
+        resources = worker_resources(cpus_per_worker, gpus_per_worker, placement)
         result = train_with_progress(client, app, model, lambda on_version: client.train(
-            app, model, _params(param), workers=workers, dataset_version=dataset_version, on_version=on_version))
+            app, model, _params(param), workers=workers, dataset_version=dataset_version, on_version=on_version,
+            resources=resources))
     emit(result, json, _render_version)
 
 

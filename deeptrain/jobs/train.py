@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -34,6 +36,41 @@ from deeptrain.training.preprocess import Preprocessor, canvas_size
 MAX_BOXES = 512
 CPU_PER_WORKER = float(os.environ.get("DEEPTRAIN_CPU_PER_WORKER", 0.5))
 MAX_FAILURES = int(os.environ.get("DEEPTRAIN_MAX_FAILURES", 2))
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    """What each Ray Train worker reserves, and how the workers are placed on the nodes.
+
+    cpus: CPUs per worker (``DEEPTRAIN_CPU_PER_WORKER``, default 0.5).
+    gpus: GPUs per worker. None: follow ``use_gpu`` (auto = when the cluster has GPUs), one
+    per worker; 0: no GPUs; more: GPUs (an error on a cluster without any). Fractions share.
+    placement: Ray placement-group strategy of the workers: PACK (default, fill a node
+    first), SPREAD, STRICT_PACK (one node), STRICT_SPREAD (one worker per node).
+    """
+
+    cpus: float = CPU_PER_WORKER
+    gpus: float | None = None
+    placement: str = "PACK"
+
+    def __post_init__(self) -> None:
+        if not self.cpus >= 0:
+            raise InvalidInput(f"CPUs per worker must be >= 0, got {self.cpus}")
+        if self.gpus is not None and not self.gpus >= 0:
+            raise InvalidInput(f"GPUs per worker must be >= 0, got {self.gpus}")
+        if self.placement not in PLACEMENTS:
+            raise InvalidInput(f"placement {self.placement!r} is not one of {', '.join(PLACEMENTS)}")
+
+    def use_gpu(self, requested: bool | None) -> bool | None:
+        """``use_gpu`` given the hyperparameter: an explicit GPU count decides it, and may not contradict it."""
+        if self.gpus is None:
+            return requested
+        wanted = self.gpus > 0
+        if requested is not None and requested != wanted:
+            raise InvalidInput(f"{self.gpus:g} GPUs per worker contradicts use_gpu={str(requested).lower()}; "
+                               "drop one of the two")
+        return wanted
 
 
 @dataclass
@@ -47,6 +84,7 @@ class TrainPlan:
     steps_per_epoch: int
     canvas: int
     max_boxes: int
+    resources: dict[str, Any] = field(default_factory=lambda: asdict(WorkerResources()))
 
 
 def _labels_table(ctx: Context, app_id: str, version_id: str):
@@ -55,11 +93,14 @@ def _labels_table(ctx: Context, app_id: str, version_id: str):
 
 
 def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any],
-                  dataset_version_id: str | None, num_workers: int) -> TrainPlan:
+                  dataset_version_id: str | None, num_workers: int,
+                  resources: WorkerResources | None = None) -> TrainPlan:
     """Validate and plan a run; every refusal names what to fix."""
     model = model_service.get_model(ctx, app_id, model_id)
     template = get_template(model["task"], model["template"])
     params = resolve_params(template, {**model["params"], **overrides, "num_workers": num_workers}, num_workers)
+    resources = resources or WorkerResources()
+    resources.use_gpu(params.use_gpu)
     if dataset_version_id is None:
         dataset = dataset_service.snapshot(ctx, app_id, test_fraction=params.test_fraction)
     else:
@@ -116,6 +157,7 @@ def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
         params=params.model_dump(mode="json"), concepts=concepts, class_map=class_map, dataset_version_id=dataset["id"],
         num_train=num_train, num_test=num_test, steps_per_epoch=items // params.batch_size,
         canvas=canvas_size(params.image_size, aspect or 1.0), max_boxes=min(max(max_boxes, 1), MAX_BOXES),
+        resources=asdict(resources),
     )
 
 
@@ -215,6 +257,20 @@ class RayHost:
         self._settings_env = settings_env
         self._ctx: Context | None = None
         self._last_progress = 0.0
+        self.workers = self._placement()
+
+    def _placement(self) -> list[dict[str, Any]]:
+        """Where every worker of this worker group runs (rank, Ray node id, host), gathered on all ranks."""
+        import ray
+
+        mine = {"rank": self.rank, "node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname()}
+        if self.world_size == 1:
+            return [mine]
+        import torch.distributed as dist
+
+        everyone: list[Any] = [None] * self.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
 
     @property
     def ctx(self) -> Context:
@@ -265,7 +321,7 @@ class RayHost:
         now = time.monotonic()
         if now - self._last_progress >= self.PROGRESS_EVERY_S:
             self._last_progress = now
-            model_service.update_progress(self.ctx, *self.version, info)
+            model_service.update_progress(self.ctx, *self.version, {**info, "workers": self.workers})
 
     def should_stop(self) -> bool:
         flag = 1.0 if self.rank == 0 and model_service.cancel_requested(self.ctx, *self.version) else 0.0
@@ -286,6 +342,32 @@ def ray_train_loop(config: dict[str, Any]) -> None:
 # --- driver side ------------------------------------------------------------------------
 
 
+@contextmanager
+def recording_failure(ctx: Context, key: tuple[str, str, str]) -> Iterator[None]:
+    """Mark the version failed with the reason of any error raised inside, then re-raise it."""
+    model_id, version_id = key[1], key[2]
+    try:
+        yield
+    except DeeptrainError as exc:
+        model_service.record_failure(ctx, *key, str(exc))
+        raise
+    except Exception as exc:  # a worker or Ray failure: record why, keep the traceback in the log
+        message = f"{type(exc).__name__}: {exc}"
+        model_service.record_failure(ctx, *key, message[:4000])
+        traceback.print_exc()
+        raise RuntimeError(f"training of {model_id}/{version_id} failed: {message}") from exc
+
+
+def scaling_config(params: HyperParams, resources: WorkerResources):
+    """Ray Train's ScalingConfig; GPU use is decided from the cluster (see ``cluster_use_gpu``)."""
+    import ray.train
+
+    use_gpu = cluster_use_gpu(resources.use_gpu(params.use_gpu))
+    per_worker = {"CPU": resources.cpus, **({"GPU": resources.gpus or 1.0} if use_gpu else {})}
+    return ray.train.ScalingConfig(num_workers=params.num_workers, use_gpu=use_gpu, resources_per_worker=per_worker,
+                                   placement_strategy=resources.placement)
+
+
 def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan,
                 callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run (or resume) a version's training on Ray Train; returns the finished version.
@@ -295,29 +377,29 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
     ``ray.train.get_checkpoint()`` hands the workers the newest checkpoint.
     ``callbacks`` are extra Ray Train callbacks (Tune passes its report callback).
     """
-    import ray.train
-    from ray.data import ExecutionOptions
-    from ray.train.torch import TorchTrainer
-
-    from deeptrain.jobs.cluster import ensure_ray, worker_env
-    from deeptrain.training.loop import TrainSpec
-
     key = (app_id, model_id, version_id)
     version = model_service.get_version(ctx, *key)
     model = model_service.get_model(ctx, app_id, model_id)
     params = HyperParams.model_validate(plan.params)
-    spec = TrainSpec(task=model["task"], template=model["template"], params=plan.params, concept_ids=plan.concepts,
-                     steps_per_epoch=plan.steps_per_epoch, world_size=params.num_workers)
     prefix = version["artifacts"]
-    try:
+    with recording_failure(ctx, key):  # imports too: a dependency the cluster lacks fails the version
+        import ray.train
+        from ray.data import ExecutionOptions
+        from ray.train.torch import TorchTrainer
+
+        from deeptrain.jobs.cluster import ensure_ray, worker_env
+        from deeptrain.training.loop import TrainSpec
+
         ensure_ray()
+        scaling = scaling_config(params, WorkerResources(**plan.resources))
+        # the workers use exactly what was reserved for them
+        spec = TrainSpec(task=model["task"], template=model["template"], params={**plan.params, "use_gpu": scaling.use_gpu},
+                         concept_ids=plan.concepts, steps_per_epoch=plan.steps_per_epoch, world_size=params.num_workers)
         env = worker_env(ctx.settings.as_env())
         trainer = TorchTrainer(
             ray_train_loop,
             train_loop_config={"spec": spec.as_dict(), "settings_env": ctx.settings.as_env(), "version": list(key)},
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=params.num_workers, use_gpu=cluster_use_gpu(params.use_gpu),
-                resources_per_worker={"CPU": CPU_PER_WORKER}),
+            scaling_config=scaling,
             run_config=ray.train.RunConfig(
                 name="ray", storage_path=ctx.storage.path(prefix), storage_filesystem=ctx.storage.fs,
                 failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
@@ -335,14 +417,6 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
         if result.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
         state = load_checkpoint_state(result.checkpoint)
-    except DeeptrainError as exc:
-        model_service.record_failure(ctx, *key, str(exc))
-        raise
-    except Exception as exc:  # a worker or Ray failure: record why, keep the traceback in the log
-        message = f"{type(exc).__name__}: {exc}"
-        model_service.record_failure(ctx, *key, message[:4000])
-        traceback.print_exc()
-        raise RuntimeError(f"training of {model_id}/{version_id} failed: {message}") from exc
 
     stopped = model_service.cancel_requested(ctx, *key) and state["epoch"] < params.num_epochs
     return finish_version(ctx, app_id, model_id, version_id, plan, state, "cancelled" if stopped else "trained")
@@ -373,29 +447,42 @@ def finish_version(ctx: Context, app_id: str, model_id: str, version_id: str, pl
     dataset = dataset_service.get_dataset(ctx, app_id, plan.dataset_version_id)
     write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
     write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
+    live = version.get("progress") or {}  # keeps the last placement of the workers
     return model_service.update_version(ctx, *key, status=status, metrics=metrics,
-                                        progress={**(version.get("progress") or {}), "history": history,
-                                                  "restores": state.get("restores", []), **progress})
+                                        progress={**live, "history": history, "restores": state.get("restores", []),
+                                                  **progress})
+
+
+def queue_version(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,
+                  dataset_version_id: str | None = None, num_workers: int = 1,
+                  resources: WorkerResources | None = None) -> tuple[dict[str, Any], TrainPlan]:
+    """Plan a run and record it as a queued version with its saved plan (what ``resume`` runs)."""
+    plan = plan_training(ctx, app_id, model_id, dict(overrides or {}), dataset_version_id, num_workers, resources)
+    version = model_service.new_version(ctx, app_id, model_id, plan.params, plan.dataset_version_id, plan.concepts)
+    with recording_failure(ctx, (app_id, model_id, version["id"])):
+        save_plan(ctx, version["artifacts"], plan)
+    return version, plan
 
 
 def train(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,
           dataset_version_id: str | None = None, num_workers: int = 1,
-          on_version: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          on_version: Callable[[dict[str, Any]], None] | None = None,
+          resources: WorkerResources | None = None) -> dict[str, Any]:
     """Plan, record and run a new version (blocking). ``on_version`` sees the queued version first."""
-    plan = plan_training(ctx, app_id, model_id, dict(overrides or {}), dataset_version_id, num_workers)
-    version = model_service.new_version(ctx, app_id, model_id, plan.params, plan.dataset_version_id, plan.concepts)
-    save_plan(ctx, version["artifacts"], plan)
+    version, plan = queue_version(ctx, app_id, model_id, overrides, dataset_version_id, num_workers, resources)
     if on_version:
         on_version(version)
     return run_version(ctx, app_id, model_id, version["id"], plan)
 
 
 def resume(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
-    """Continue an interrupted version from its last checkpoint."""
+    """Run a queued version, or continue an interrupted one from its last checkpoint."""
     version = model_service.get_version(ctx, app_id, model_id, version_id)
     if version["status"] == "trained":
         raise InvalidInput(f"version {version_id!r} is already trained")
-    return run_version(ctx, app_id, model_id, version_id, load_plan(ctx, version))
+    with recording_failure(ctx, (app_id, model_id, version_id)):
+        plan = load_plan(ctx, version)
+    return run_version(ctx, app_id, model_id, version_id, plan)
 
 
 def save_plan(ctx: Context, prefix: str, plan: TrainPlan) -> None:

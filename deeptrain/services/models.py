@@ -5,6 +5,7 @@ Training itself runs in ``deeptrain.jobs``; this module owns the records it upda
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -93,21 +94,30 @@ def delete_model(ctx: Context, app_id: str, model_id: str) -> dict[str, Any]:
             ModelVersion.status.in_(("queued", "training")))).all()
         if busy:
             raise Conflict(f"model {model_id!r} has versions still training: {', '.join(busy)}; cancel them first")
+        from deeptrain.services.workflows import workflows_using_model
+
+        used_by = workflows_using_model(ctx, app_id, model_id)
+        if used_by:
+            raise Conflict(f"model {model_id!r} is a step of workflow(s) {', '.join(used_by)}; delete those first")
         s.delete(model)
     ctx.storage.delete_prefix(f"{app_prefix(app_id)}/models/{model_id}")
     return {"id": model_id, "deleted": True}
 
 
 def new_version(ctx: Context, app_id: str, model_id: str, params: dict[str, Any], dataset_version_id: str,
-                concepts: list[str], tune_run: str | None = None) -> dict[str, Any]:
-    """Record a queued version (params already resolved and validated by the caller)."""
+                concepts: list[str], tune_run: str | None = None, job_id: str | None = None) -> dict[str, Any]:
+    """Record a queued version (params already resolved and validated by the caller).
+
+    ``job_id``: the Ray Job that runs it; by default ``DEEPTRAIN_JOB_ID``, which ``deeptrain
+    submit`` sets for its jobs, so versions created inside one (e.g. tuning trials) record it.
+    """
     version_id = uuid.uuid4().hex[:12]
     with ctx.store.session() as s:
         _require_model(s, app_id, model_id)
         v = ModelVersion(
             app_id=app_id, model_id=model_id, id=version_id, status="queued", params=params,
             dataset_version_id=dataset_version_id, concepts=concepts, cancel_requested=False, tune_run=tune_run,
-            artifact_prefix=f"{app_prefix(app_id)}/models/{model_id}/{version_id}",
+            job_id=job_id or os.environ.get("DEEPTRAIN_JOB_ID"), artifact_prefix=f"{app_prefix(app_id)}/models/{model_id}/{version_id}",
         )
         s.add(v)
         s.flush()
@@ -149,6 +159,13 @@ def list_versions(ctx: Context, app_id: str, model_id: str) -> list[dict[str, An
         _require_model(s, app_id, model_id)
         rows = s.scalars(select(ModelVersion).where(ModelVersion.app_id == app_id, ModelVersion.model_id == model_id)
                          .order_by(ModelVersion.created_at))
+        return [version_dict(v) for v in rows]
+
+
+def versions_of_job(ctx: Context, job_id: str) -> list[dict[str, Any]]:
+    """The versions (of any app) that record this Ray job's id, oldest first."""
+    with ctx.store.session() as s:
+        rows = s.scalars(select(ModelVersion).where(ModelVersion.job_id == job_id).order_by(ModelVersion.created_at))
         return [version_dict(v) for v in rows]
 
 

@@ -13,7 +13,8 @@ from deeptrain.store.schema import (
     ModelVersion,
     TuneRun,
     TuneTrial,
+    Workflow,
 )
 
 __all__ = ["Store", "open_store", "Base", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
-           "ModelVersion", "TuneRun", "TuneTrial"]
+           "ModelVersion", "TuneRun", "TuneTrial", "Workflow"]

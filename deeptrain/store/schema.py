@@ -175,6 +175,21 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class Workflow(Base):
+    """A named chain of model steps of an app (e.g. detect -> classify each region).
+
+    ``steps`` is a list of ``{"kind": "detect"|"classify"|"embed", "model_id", "version_id"}``;
+    ``version_id`` null means the model's default version (else its newest trained one) at run time.
+    """
+
+    __tablename__ = "workflows"
+
+    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class TuneRun(Base):
     """A hyperparameter search over a model: its space, scheduler, status and best trial."""
 

@@ -1,14 +1,14 @@
 """Tuning runs and their trials.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005_tune_runs
+Revises: 0004_workflows
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005_tune_runs"
+down_revision = "0004_workflows"
 branch_labels = None
 depends_on = None
 

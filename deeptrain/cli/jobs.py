@@ -1,0 +1,156 @@
+"""submit and jobs commands: run training (or tuning) on a Ray cluster as Ray Jobs, and follow them."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from deeptrain.cli.models import (CpusOption, DatasetVersionOption, GpusOption, ParamOption, PlacementOption,
+                                  ResumeOption, WorkersOption, _params, worker_resources)
+from deeptrain.cli.output import JsonOption, emit, stderr, stdout, table
+from deeptrain.errors import InvalidInput
+from deeptrain.sdk import Client
+
+submit_app = typer.Typer(help="Send training or tuning to a Ray cluster as a Ray Job; returns with the job id.",
+                         no_args_is_help=True)
+jobs_app = typer.Typer(help="Ray Jobs sent by `deeptrain submit`: list, show, logs, wait, stop.", no_args_is_help=True)
+
+AddressOption = typer.Option(None, "--address", help="The cluster's Ray dashboard, e.g. http://HEAD:8265 "
+                                                     "(default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS).")
+PackageOption = typer.Option("image", "--package", help="How the job gets deeptrain: image (installed on the "
+                                                        "cluster), pip (pip install deeptrain==THIS_VERSION there; "
+                                                        "pip:REQUIREMENT for another), local (ship this checkout).")
+EnvOption = typer.Option(None, "--env", help="NAME=VALUE for the job, over this side's settings (repeatable), "
+                                             "e.g. AWS_ENDPOINT_URL as the cluster reaches the storage.")
+
+
+def _env(values: Optional[list[str]]) -> dict[str, str]:
+    env = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidInput(f"--env expects NAME=VALUE, got {item!r}")
+        env[name.strip()] = value
+    return env
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Parse a deeptrain command line with this CLI, so that a typo fails here and not in a job."""
+    from deeptrain.cli.main import app
+
+    command, args = typer.main.get_command(app), list(argv)
+    while hasattr(command, "list_commands"):  # a group: descend to the command it names
+        name = args.pop(0) if args else ""
+        sub = command.get_command(None, name) if name in command.list_commands(None) else None
+        if sub is None:
+            raise InvalidInput(f"`deeptrain {' '.join(argv)}`: {name!r} is not a deeptrain command here "
+                               f"(one of: {', '.join(command.list_commands(None))})")
+        command = sub
+    try:
+        command.make_context(command.name, args)
+    except typer.TyperException as exc:  # typer's (vendored) click usage errors
+        raise InvalidInput(f"`deeptrain {' '.join(argv)}` is not a valid command line: {exc.format_message()}") from None
+
+
+def _render_submitted(result: dict[str, Any]) -> None:
+    job, version = result["job"], result["version"]
+    stdout.print(f"submitted Ray job [bold]{job['job_id']}[/] ({job['status']}): trains version "
+                 f"[bold]{version['model_id']}/{version['id']}[/]")
+    stdout.print(f"follow it with `deeptrain jobs wait {job['job_id']}` or `deeptrain jobs logs {job['job_id']} --follow`")
+
+
+@submit_app.command("train")
+def submit_train(
+    app: str, model: str,
+    param: Optional[list[str]] = ParamOption,
+    workers: int = WorkersOption,
+    dataset_version: Optional[str] = DatasetVersionOption,
+    resume: Optional[str] = ResumeOption,
+    cpus_per_worker: Optional[float] = CpusOption,
+    gpus_per_worker: Optional[float] = GpusOption,
+    placement: str = PlacementOption,
+    address: Optional[str] = AddressOption,
+    package: str = PackageOption,
+    env: Optional[list[str]] = EnvOption,
+    json: bool = JsonOption,
+):
+    """Train a version as a Ray Job. The version is planned and queued here, so bad input is refused before
+    any job starts; the job runs `deeptrain models train APP MODEL --resume VERSION --json` on the cluster."""
+    resources = None if resume else worker_resources(cpus_per_worker, gpus_per_worker, placement)
+    result = Client().submit_train(app, model, _params(param), workers=workers, dataset_version=dataset_version,
+                                   resources=resources, resume=resume, address=address, package=package,
+                                   env=_env(env))
+    emit(result, json, _render_submitted)
+
+
+@submit_app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, package: str = PackageOption,
+                env: Optional[list[str]] = EnvOption, json: bool = JsonOption):
+    """Run `deeptrain tune ARGS...` as a Ray Job (ARGS exactly as for `deeptrain tune`)."""
+    from deeptrain.jobs.submit import META, submit_cli
+
+    argv = ["tune", *ctx.args, "--json"]
+    check_command_line(argv)
+    job = submit_cli(Client().ctx, argv, metadata={META["command"]: "tune"}, address=address, package=package,
+                     env=_env(env))
+    emit(job, json, lambda j: stdout.print(f"submitted Ray job [bold]{j['job_id']}[/] ({j['status']}): {j['entrypoint']}"))
+
+
+JOB_COLUMNS = ["job_id", "status", "command", "app", "model", "version", "version_status"]
+
+
+def _render_job(job: dict[str, Any]) -> None:
+    stdout.print(f"[bold]{job['job_id']}[/] {job['status']}" + (f" — {job['message']}" if job.get("message") else ""))
+    stdout.print(f"entrypoint: {job['entrypoint']}")
+    if job.get("version"):
+        stdout.print(f"version {job['model']}/{job['version']}: {job.get('version_status')}"
+                     + (f" — [red]{job['version_error']}[/]" if job.get("version_error") else ""))
+
+
+@jobs_app.command("list")
+def jobs_list(address: Optional[str] = AddressOption, json: bool = JsonOption):
+    """The cluster's deeptrain jobs, oldest first (an ended job's version is brought up to date)."""
+    emit(Client().list_jobs(address), json, lambda rows: table(rows, JOB_COLUMNS, "deeptrain Ray jobs"))
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str, address: Optional[str] = AddressOption, json: bool = JsonOption):
+    emit(Client().get_job(job_id, address), json, _render_job)
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+              address: Optional[str] = AddressOption):
+    """The job's output (the driver's stdout and stderr)."""
+    for chunk in Client().job_logs(job_id, address, follow):
+        print(chunk, end="", flush=True)
+
+
+@jobs_app.command("wait")
+def jobs_wait(job_id: str, timeout: Optional[float] = typer.Option(None, min=0, help="Give up after this many seconds."),
+              address: Optional[str] = AddressOption, json: bool = JsonOption):
+    """Wait for the job to end and print it with its version; exit code 1 unless it succeeded."""
+    client = Client()
+    seen: dict[str, Any] = {}
+
+    def on_poll(job: dict[str, Any]) -> None:
+        line = job["status"]
+        if job.get("version") and job["status"] == "RUNNING":
+            p = client.get_version(job["app"], job["model"], job["version"]).get("progress") or {}
+            if p.get("epoch"):
+                line += f", epoch {p['epoch']}/{p['num_epochs']}"
+        if line != seen.get("line"):
+            seen["line"] = line
+            stderr.print(f"{job_id}: {line}")
+
+    job = client.wait_job(job_id, address, timeout, on_poll)
+    emit(job, json, _render_job)
+    if job["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: str, address: Optional[str] = AddressOption, json: bool = JsonOption):
+    """Stop the job now (`deeptrain models cancel` instead stops training after the current epoch)."""
+    emit(Client().stop_job(job_id, address), json, _render_job)
