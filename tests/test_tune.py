@@ -188,6 +188,12 @@ def _assert_cluster_released(ray_cluster, timeout: float = 60) -> None:
     assert ray_cluster.available_resources().get("CPU", 0) == 2
 
 
+# UNFINISHED: not yet seen passing. The one run after the merge with main (on a machine shared with
+# other training runs) took ~3 min per 2-epoch trial and its first two trials (lrate 0.008 and 0.00013)
+# ended at chance (top1 0.344 on 3 classes), so both the 8-minute budget and CLEAR_MARGIN are in doubt;
+# it needs a setup that learns in fewer steps (e.g. more steps per epoch, a narrower lrate range) and a
+# measured run before it is switched on.
+@pytest.mark.skip(reason="unfinished: not yet seen passing within the test-time budget (see the comment above)")
 @pytest.mark.slow
 @pytest.mark.ray
 def test_asha_search_on_fashion_mnist_finds_a_clearly_better_lrate(local_settings, ray_cluster, fashion_tune):
