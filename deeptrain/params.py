@@ -37,6 +37,7 @@ __all__ = [
     "LRATE_PARAMS",
     "HyperParams",
     "ParamError",
+    "check_param_names",
     "describe_params",
     "param_names",
     "parse_cli_params",
@@ -226,10 +227,12 @@ def _unknown_param_error(name: Any) -> ParamError:
                       message=f"unknown parameter {name!r}{hint}; valid parameters: {', '.join(names)}")
 
 
-def _check_names(names: Iterable[Any]) -> None:
+def check_param_names(names: Iterable[Any]) -> None:
+    """Raise ``ParamError`` (listing the valid names and the closest match) for the first unknown name."""
     for name in names:
         if name not in HyperParams.model_fields:
             raise _unknown_param_error(name)
+
 
 
 # --- turning pydantic's errors into user-readable ones --------------------------------
@@ -315,9 +318,9 @@ def resolve_params(template: "Template | None", overrides: Mapping[str, Any] | N
       it is ignored.
     """
     given = {k: _plain(v) for k, v in dict(overrides or {}).items() if v is not None}
-    _check_names(given)
+    check_param_names(given)
     template_defaults = dict(template.defaults) if template is not None else {}
-    _check_names(template_defaults)
+    check_param_names(template_defaults)
 
     given_lr = [name for name in LRATE_PARAMS if name in given]
     if len(given_lr) > 1:
@@ -423,7 +426,7 @@ def parse_cli_params(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not name:
             raise ParamError(None, item, f"expected name=value, got {item!r}",
                              message=f"invalid parameter {item!r}: expected name=value, e.g. batch_size=32")
-        _check_names([name])
+        check_param_names([name])
         if name in result:
             raise ParamError(name, text, "given twice")
         annotation = HyperParams.model_fields[name].annotation

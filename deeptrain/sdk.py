@@ -16,7 +16,7 @@ import pyarrow.dataset as pads
 
 from deeptrain.config import Settings
 from deeptrain.formats import ImportRecord, Region
-from deeptrain.services import apps, concepts, datasets, inputs, keys, workflows
+from deeptrain.services import apps, concepts, datasets, inputs, keys, tune_runs, workflows
 from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
@@ -185,19 +185,23 @@ class Client:
 
     def report(self, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
         """The version's report; ``path`` is a local folder with report.json and the plots."""
-        import json as _json
-
         from deeptrain.training.report import REPORT
 
         prefix = self.get_version(app_id, model_id, version_id)["artifacts"]
-        report = _json.loads(self.ctx.storage.get_bytes(f"{prefix}/{REPORT}"))
+        return self._local_report(prefix, REPORT, Path(app_id, model_id, version_id))
+
+    def _local_report(self, prefix: str, name: str, local: Path) -> dict[str, Any]:
+        """A report document and its plots, with ``path`` a local folder holding them."""
+        import json as _json
+
+        report = _json.loads(self.ctx.storage.get_bytes(f"{prefix}/{name}"))
         if self.ctx.storage.is_local:
             path = Path(self.ctx.storage.path(prefix))
         else:  # copy out of object storage so it can be opened
-            path = self.settings.home / "reports" / app_id / model_id / version_id
+            path = self.settings.home / "reports" / local
             path.mkdir(parents=True, exist_ok=True)
-            for name in [REPORT, *report["plots"]]:
-                (path / name).write_bytes(self.ctx.storage.get_bytes(f"{prefix}/{name}"))
+            for file in [name, *report["plots"]]:
+                (path / file).write_bytes(self.ctx.storage.get_bytes(f"{prefix}/{file}"))
         return {**report, "path": str(path)}
 
     def load_version(self, app_id: str, model_id: str, version_id: str | None = None):
@@ -239,6 +243,53 @@ class Client:
                 raise InvalidInput(f"{'image ' + str(k) if isinstance(image, bytes) else str(image)}: {exc}") from None
             datas.append(data)
         return datas
+
+    # --- hyperparameter tuning (Ray Tune) ---------------------------------------------
+    def tune(self, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
+             max_concurrent: int | None = None, metric: str | None = None, scheduler: str = "asha",
+             params: dict[str, Any] | None = None, workers: int = 1, dataset_version: str | None = None,
+             grace_period: int | None = None, reduction_factor: int = 2, on_run=None,
+             on_progress=None) -> dict[str, Any]:
+        """Search hyperparameters with Ray Tune and wait; every trial trains a model version.
+
+        ``space`` maps hyperparameter names to ``ray.tune`` domains, e.g.
+        ``{"lrate": tune.loguniform(1e-4, 1e-1), "batch_size": tune.choice([32, 64])}``;
+        ``params`` are fixed for every trial. ``metric`` defaults to the task's headline
+        metric (top1, map, recall@1), maximized; ``scheduler`` is ``asha`` (early stopping
+        on that metric at each evaluation, ``grace_period`` epochs at least) or ``fifo``.
+        Returns the run with ``trials`` (params, metrics, version id each) and ``best``.
+        ``on_run(run)`` sees the recorded run first; ``on_progress(rows)`` gets live rows.
+        """
+        from deeptrain.jobs import tune as tune_job
+
+        return tune_job.tune(self.ctx, app_id, model_id, space, trials=trials, max_concurrent=max_concurrent,
+                             metric=metric, scheduler=scheduler, params=params, num_workers=workers,
+                             dataset_version_id=dataset_version, grace_period=grace_period,
+                             reduction_factor=reduction_factor, on_run=on_run, on_progress=on_progress)
+
+    def resume_tune(self, app_id: str, model_id: str, run_id: str, on_progress=None) -> dict[str, Any]:
+        """Continue an interrupted tuning run; finished trials are not run again."""
+        from deeptrain.jobs import tune as tune_job
+
+        return tune_job.resume(self.ctx, app_id, model_id, run_id, on_progress=on_progress)
+
+    def list_tune_runs(self, app_id: str, model_id: str) -> list[dict[str, Any]]:
+        return tune_runs.list_runs(self.ctx, app_id, model_id)
+
+    def get_tune_run(self, app_id: str, model_id: str, run_id: str) -> dict[str, Any]:
+        """A tuning run with every trial and the best one."""
+        return tune_runs.run_summary(self.ctx, app_id, model_id, run_id)
+
+    def promote_tune_best(self, app_id: str, model_id: str, run_id: str) -> dict[str, Any]:
+        """Make the run's best trial the model's default version."""
+        return tune_runs.promote_best(self.ctx, app_id, model_id, run_id)
+
+    def tune_report(self, app_id: str, model_id: str, run_id: str) -> dict[str, Any]:
+        """The run's tune_report.json; ``path`` is a local folder with it and its plots."""
+        from deeptrain.training.tune_report import TUNE_REPORT
+
+        prefix = tune_runs.get_run(self.ctx, app_id, model_id, run_id)["artifacts"]
+        return self._local_report(prefix, TUNE_REPORT, Path(app_id, model_id, "tune", run_id))
 
     # --- visual search ---------------------------------------------------------------
     def build_search_index(self, app_id: str, model_id: str, version_id: str | None = None, *,

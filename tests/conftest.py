@@ -106,11 +106,17 @@ def run_cli(settings: Settings, *args: str, check: bool = False, env: dict | Non
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster for the whole test session."""
+    """One local Ray cluster for the whole test session.
+
+    With the dashboard: Ray Train's placement-group cleaner asks the state API whether a
+    run's controller is alive, and removes the workers' placement group of a run whose
+    controller was killed (a trial stopped early by Tune); without it that group would
+    hold its CPUs until the session ends.
+    """
     import ray
 
     os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -10,9 +10,10 @@ from deeptrain.store.db import current_revision, head_revision
 
 def test_schema_is_created_and_versioned(settings):
     store = open_store(settings.database_url)
-    assert current_revision(store.engine) == head_revision() == "0004_workflows"
+    assert current_revision(store.engine) == head_revision() == "0005_tune_runs"
     tables = set(inspect(store.engine).get_table_names())
-    assert {"apps", "concepts", "inputs", "annotations", "dataset_versions", "workflows", "alembic_version"} <= tables
+    assert {"apps", "concepts", "inputs", "annotations", "dataset_versions", "workflows", "tune_runs", "tune_trials",
+            "alembic_version"} <= tables
     # opening again is a no-op migration
     assert open_store(settings.database_url) is store
 

@@ -102,6 +102,12 @@ def test_forwarded_command_lines_are_parsed_here():
         check_command_line(["models", "train", "app", "model", "--worker", "2"])
     with pytest.raises(InvalidInput, match="'nosuch' is not a deeptrain command"):
         check_command_line(["nosuch", "x"])
+    # `submit tune` forwards `deeptrain tune` arguments
+    check_command_line(["tune", "app", "model", "--space", "lrate=loguniform:1e-4:1e-1", "--trials", "8",
+                        "--max-concurrent", "2", "--scheduler", "asha", "--param", "num_epochs=3", "--json"])
+    check_command_line(["tune", "app", "model", "--resume", "run1", "--json"])
+    with pytest.raises(InvalidInput, match="No such option: --trial"):
+        check_command_line(["tune", "app", "model", "--trial", "8"])
 
 
 def test_cli_submit_refuses_local_settings_before_recording_anything(local_settings, local_client):
@@ -114,3 +120,7 @@ def test_cli_submit_refuses_local_settings_before_recording_anything(local_setti
     assert local_client.list_versions("app", "m") == []
     proc = run_cli(local_settings, "submit", "train", "app", "m", "--placement", "sideways")
     assert proc.returncode == 2 and "placement 'SIDEWAYS' is not one of" in proc.stderr
+    proc = run_cli(local_settings, "submit", "tune", "app", "m", "--space", "lrate=loguniform:1e-4:1e-1",
+                   "--trials", "2", "--address", "http://127.0.0.1:1", "--json")
+    assert proc.returncode == 2 and "DEEPTRAIN_STORAGE is a local path" in json.loads(proc.stdout)["error"]["message"]
+    assert local_client.list_tune_runs("app", "m") == []

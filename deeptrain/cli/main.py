@@ -14,6 +14,7 @@ from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
+from deeptrain.cli.tune import tune_command, tune_runs_app
 from deeptrain.cli.workflows import workflows_app
 from deeptrain.errors import (ClusterError, Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError,
                               Unauthorized)
@@ -36,6 +37,8 @@ app.add_typer(workflows_app, name="workflows")
 app.add_typer(submit_app, name="submit")
 app.add_typer(jobs_app, name="jobs")
 app.command("predict")(predict_command)
+app.command("tune")(tune_command)
+app.add_typer(tune_runs_app, name="tune-runs")
 
 # Commands of packages that build on deeptrain (``serve``) come in through entry points,
 # so that this package never imports them.

@@ -321,7 +321,7 @@ class RayHost:
         now = time.monotonic()
         if now - self._last_progress >= self.PROGRESS_EVERY_S:
             self._last_progress = now
-            model_service.update_version(self.ctx, *self.version, progress={**info, "workers": self.workers})
+            model_service.update_progress(self.ctx, *self.version, {**info, "workers": self.workers})
 
     def should_stop(self) -> bool:
         flag = 1.0 if self.rank == 0 and model_service.cancel_requested(self.ctx, *self.version) else 0.0
@@ -349,11 +349,11 @@ def recording_failure(ctx: Context, key: tuple[str, str, str]) -> Iterator[None]
     try:
         yield
     except DeeptrainError as exc:
-        model_service.update_version(ctx, *key, status="failed", error=str(exc))
+        model_service.record_failure(ctx, *key, str(exc))
         raise
     except Exception as exc:  # a worker or Ray failure: record why, keep the traceback in the log
         message = f"{type(exc).__name__}: {exc}"
-        model_service.update_version(ctx, *key, status="failed", error=message[:4000])
+        model_service.record_failure(ctx, *key, message[:4000])
         traceback.print_exc()
         raise RuntimeError(f"training of {model_id}/{version_id} failed: {message}") from exc
 
@@ -368,12 +368,14 @@ def scaling_config(params: HyperParams, resources: WorkerResources):
                                    placement_strategy=resources.placement)
 
 
-def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan) -> dict[str, Any]:
+def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan,
+                callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run (or resume) a version's training on Ray Train; returns the finished version.
 
     Resuming needs nothing special: the run's name and storage path are fixed per
     version, and Ray Train (V2) reloads the checkpoint list it left there, so
     ``ray.train.get_checkpoint()`` hands the workers the newest checkpoint.
+    ``callbacks`` are extra Ray Train callbacks (Tune passes its report callback).
     """
     key = (app_id, model_id, version_id)
     version = model_service.get_version(ctx, *key)
@@ -382,13 +384,11 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
     prefix = version["artifacts"]
     with recording_failure(ctx, key):  # imports too: a dependency the cluster lacks fails the version
         import ray.train
-        import torch
         from ray.data import ExecutionOptions
         from ray.train.torch import TorchTrainer
 
         from deeptrain.jobs.cluster import ensure_ray, worker_env
         from deeptrain.training.loop import TrainSpec
-        from deeptrain.training.report import write_report
 
         ensure_ray()
         scaling = scaling_config(params, WorkerResources(**plan.resources))
@@ -404,7 +404,7 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
                 name="ray", storage_path=ctx.storage.path(prefix), storage_filesystem=ctx.storage.fs,
                 failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-                worker_runtime_env={"env_vars": env}),
+                worker_runtime_env={"env_vars": env}, callbacks=list(callbacks or [])),
             datasets={"train": build_ray_dataset(ctx, app_id, model["task"], plan, "train"),
                       "test": build_ray_dataset(ctx, app_id, model["task"], plan, "test")},
             # preserve_order: with a seeded local shuffle, one worker sees the same batches on every run,
@@ -416,21 +416,41 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
         result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
-        with result.checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", weights_only=False)
+        state = load_checkpoint_state(result.checkpoint)
 
-    from deeptrain.artifacts import write_manifest, write_weights
-
-    history = state["history"]
-    metrics = history[-1]["metrics"] if history and history[-1]["metrics"] else {}
     stopped = model_service.cancel_requested(ctx, *key) and state["epoch"] < params.num_epochs
+    return finish_version(ctx, app_id, model_id, version_id, plan, state, "cancelled" if stopped else "trained")
+
+
+def load_checkpoint_state(checkpoint) -> dict[str, Any]:
+    """The loop's state (weights, history, last evaluation …) from a Ray Train checkpoint."""
+    import torch
+
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / "state.pt", weights_only=False)
+
+
+def finish_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan: TrainPlan,
+                   state: dict[str, Any], status: str, **progress: Any) -> dict[str, Any]:
+    """Write a version's weights, manifest and report from a checkpoint's state and record it as ``status``
+    with the metrics of its last evaluation; ``progress`` adds fields to the version's progress record."""
+    from deeptrain.artifacts import write_manifest, write_weights
+    from deeptrain.training.report import write_report
+
+    key = (app_id, model_id, version_id)
+    version = model_service.get_version(ctx, *key)
+    model = model_service.get_model(ctx, app_id, model_id)
+    prefix = version["artifacts"]
+    history = state["history"]
+    metrics = next((h["metrics"] for h in reversed(history) if h["metrics"]), {})
     write_weights(ctx.storage, prefix, state["model"])
     dataset = dataset_service.get_dataset(ctx, app_id, plan.dataset_version_id)
     write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
     write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
-    live = model_service.get_version(ctx, *key).get("progress") or {}  # keeps the last placement of the workers
-    return model_service.update_version(ctx, *key, status="cancelled" if stopped else "trained", metrics=metrics,
-                                        progress={**live, "history": history, "restores": state.get("restores", [])})
+    live = version.get("progress") or {}  # keeps the last placement of the workers
+    return model_service.update_version(ctx, *key, status=status, metrics=metrics,
+                                        progress={**live, "history": history, "restores": state.get("restores", []),
+                                                  **progress})
 
 
 def queue_version(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,
@@ -440,7 +460,7 @@ def queue_version(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
     plan = plan_training(ctx, app_id, model_id, dict(overrides or {}), dataset_version_id, num_workers, resources)
     version = model_service.new_version(ctx, app_id, model_id, plan.params, plan.dataset_version_id, plan.concepts)
     with recording_failure(ctx, (app_id, model_id, version["id"])):
-        ctx.storage.put_bytes(f"{version['artifacts']}/plan.json", json.dumps(asdict(plan)).encode())
+        save_plan(ctx, version["artifacts"], plan)
     return version, plan
 
 
@@ -461,8 +481,17 @@ def resume(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[st
     if version["status"] == "trained":
         raise InvalidInput(f"version {version_id!r} is already trained")
     with recording_failure(ctx, (app_id, model_id, version_id)):
-        try:
-            plan = TrainPlan(**json.loads(ctx.storage.get_bytes(f"{version['artifacts']}/plan.json")))
-        except NotFound:
-            raise InvalidInput(f"version {version_id!r} has no saved plan to resume from") from None
+        plan = load_plan(ctx, version)
     return run_version(ctx, app_id, model_id, version_id, plan)
+
+
+def save_plan(ctx: Context, prefix: str, plan: TrainPlan) -> None:
+    ctx.storage.put_bytes(f"{prefix}/plan.json", json.dumps(asdict(plan)).encode())
+
+
+def load_plan(ctx: Context, version: dict[str, Any]) -> TrainPlan:
+    """The plan a version was started with (saved beside its artifacts)."""
+    try:
+        return TrainPlan(**json.loads(ctx.storage.get_bytes(f"{version['artifacts']}/plan.json")))
+    except NotFound:
+        raise InvalidInput(f"version {version['id']!r} has no saved plan to resume from") from None

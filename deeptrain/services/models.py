@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
@@ -184,6 +184,26 @@ def update_version(ctx: Context, app_id: str, model_id: str, version_id: str, **
         for key, value in fields.items():
             setattr(v, key, value)
         return version_dict(v)
+
+
+def record_failure(ctx: Context, app_id: str, model_id: str, version_id: str, error: str) -> bool:
+    """Mark a version ``failed`` with why, unless it was recorded as finished meanwhile (a tuning
+    driver records a trial Tune stopped; the stopped trial's own training then dies with its driver)."""
+    with ctx.store.session() as s:
+        result = s.execute(update(ModelVersion).where(
+            ModelVersion.app_id == app_id, ModelVersion.model_id == model_id, ModelVersion.id == version_id,
+            ModelVersion.status.in_(("queued", "training"))).values(status="failed", error=error, finished_at=_now()))
+        return bool(result.rowcount)
+
+
+def update_progress(ctx: Context, app_id: str, model_id: str, version_id: str, progress: dict[str, Any]) -> bool:
+    """A running worker's live progress; ignored once the version is no longer training (a worker
+    still winding down after its run was stopped and recorded must not overwrite the record)."""
+    with ctx.store.session() as s:
+        result = s.execute(update(ModelVersion).where(
+            ModelVersion.app_id == app_id, ModelVersion.model_id == model_id, ModelVersion.id == version_id,
+            ModelVersion.status == "training").values(progress=progress))
+        return bool(result.rowcount)
 
 
 def request_cancel(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:

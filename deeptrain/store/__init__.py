@@ -11,8 +11,10 @@ from deeptrain.store.schema import (
     Input,
     Model,
     ModelVersion,
+    TuneRun,
+    TuneTrial,
     Workflow,
 )
 
 __all__ = ["Store", "open_store", "Base", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
-           "ModelVersion", "Workflow"]
+           "ModelVersion", "TuneRun", "TuneTrial", "Workflow"]

@@ -188,3 +188,50 @@ class Workflow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TuneRun(Base):
+    """A hyperparameter search over a model: its space, scheduler, status and best trial."""
+
+    __tablename__ = "tune_runs"
+    __table_args__ = (
+        ForeignKeyConstraint(["app_id", "model_id"], ["models.app_id", "models.id"], ondelete="CASCADE",
+                             name="fk_tune_runs_model"),
+    )
+
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(32))
+    mode: Mapped[str] = mapped_column(String(8))
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> "kind:args"
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)  # fixed for every trial
+    num_trials: Mapped[int] = mapped_column(Integer)
+    max_concurrent: Mapped[int] = mapped_column(Integer)
+    num_workers: Mapped[int] = mapped_column(Integer)
+    scheduler: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dataset_version_id: Mapped[str] = mapped_column(String(64))
+    best_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    artifact_prefix: Mapped[str] = mapped_column(String(512))
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TuneTrial(Base):
+    """One Tune trial of a run and the model version it trains; ``runs`` counts its training starts."""
+
+    __tablename__ = "tune_trials"
+    __table_args__ = (
+        ForeignKeyConstraint(["app_id", "model_id", "run_id"], ["tune_runs.app_id", "tune_runs.model_id", "tune_runs.id"],
+                             ondelete="CASCADE", name="fk_tune_trials_run"),
+    )
+
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    trial_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[str] = mapped_column(String(64))
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

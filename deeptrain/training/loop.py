@@ -257,10 +257,12 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
             checkpoint = {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "epoch": epoch + 1, "history": history, "eval": raw, "rng": torch.get_rng_state(),
-                "restores": restores,
+                "restores": restores, "params": spec.params,  # what this worker trained with
             }
-        host.report({"epoch": epoch + 1, "train_loss": record.train_loss, "lr": lr,
-                     **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}, checkpoint)
+        # the last evaluation's scalars ride along with every epoch; eval_epoch says which epoch they are from
+        host.report({**{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"},
+                     "epoch": epoch + 1, "train_loss": record.train_loss, "lr": lr,
+                     **({"eval_epoch": metrics["epoch"]} if metrics else {})}, checkpoint)
         if stopped:
             break
     return {"history": history, "metrics": metrics, "stopped": stopped, "restores": restores}

@@ -24,6 +24,14 @@ from torchmetrics.classification import (
     MultilabelRecall,
 )
 
+# the scalar test metrics each task reports, higher is better; the first is the task's headline
+# metric (what tuning optimizes by default)
+TASK_METRICS = {
+    "classification": ("top1", "top5", "macro_precision", "macro_recall", "macro_f1"),
+    "detection": ("map", "ap50", "ap75"),
+    "embedding": ("recall@1", "recall@5", "recall@10", "map@r"),
+}
+
 
 def _topk_hits(scores: Tensor, targets: Tensor, k: int) -> float:
     k = min(k, scores.shape[1])

@@ -24,7 +24,7 @@ from deeptrain.storage import Storage  # noqa: E402
 REPORT = "report.json"
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -48,7 +48,7 @@ def loss_lr_plot(history: list[dict[str, Any]]) -> bytes:
         ax3.plot([e for e, _ in evaluated], [m[key] for _, m in evaluated], "g^--", label=key)
         ax3.set_ylabel(f"test {key}", color="g")
     ax.set_title("training loss, learning rate" + (f" and test {key}" if key else "") + " per epoch")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def confusion_plot(matrix: list[list[int]], concepts: list[str]) -> bytes:
@@ -63,7 +63,7 @@ def confusion_plot(matrix: list[list[int]], concepts: list[str]) -> bytes:
         for j, v in enumerate(row):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
     ax.set_title("confusion matrix (test split)")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def pr_curves_plot(scores: torch.Tensor, targets: torch.Tensor, concepts: list[str]) -> bytes:
@@ -77,7 +77,7 @@ def pr_curves_plot(scores: torch.Tensor, targets: torch.Tensor, concepts: list[s
     ax.set_ylabel("precision")
     ax.set_title("precision-recall per concept (test split)")
     ax.legend(fontsize=7, loc="lower left")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def bar_plot(values: dict[str, float], title: str, ylabel: str) -> bytes:
@@ -87,7 +87,7 @@ def bar_plot(values: dict[str, float], title: str, ylabel: str) -> bytes:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    return _png(fig)
+    return figure_png(fig)
 
 
 def detection_samples_plot(raw: dict[str, Any]) -> bytes:
@@ -105,7 +105,7 @@ def detection_samples_plot(raw: dict[str, Any]) -> bytes:
                 ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=color, linewidth=1))
         ax.set_title(f"{len(truth['boxes'])} true, {int(keep.sum())} predicted", fontsize=8)
     fig.suptitle(f"test images: true boxes green, predicted red (score >= {raw['score_threshold']:g})", fontsize=9)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def write_report(storage: Storage, prefix: str, task: str, concepts: list[str], history: list[dict[str, Any]],

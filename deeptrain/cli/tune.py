@@ -1,0 +1,141 @@
+"""``deeptrain tune`` (a hyperparameter search with a live table) and ``deeptrain tune-runs`` (list, show,
+promote, report)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import redirect_stdout
+from typing import Any, Optional
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from deeptrain.cli.models import ParamOption, _params
+from deeptrain.cli.output import JsonOption, emit, print_json, stderr, stdout, table
+from deeptrain.errors import InvalidInput
+from deeptrain.sdk import Client
+
+tune_runs_app = typer.Typer(help="Tuning runs: list, show, promote the best trial, report.", no_args_is_help=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _live_table(rows: list[dict[str, Any]], metric: str) -> Table:
+    t = Table(title="trials", title_justify="left")
+    for column in ("trial", "params", "epoch", metric, "status"):
+        t.add_column(column)
+    for r in rows:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
+        t.add_row(r["trial"], params, _fmt(r["epoch"]), _fmt(r["metric"]), r["status"])
+    return t
+
+
+def _render_run(run: dict[str, Any]) -> None:
+    stdout.print(f"[bold]tuning run {run['id']}[/] of {run['model_id']}: [bold]{run['status']}[/], "
+                 f"{run['metric']} ({run['mode']}), {run['num_trials']} trials, {run['max_concurrent']} at once, "
+                 f"scheduler {run['scheduler']['name']}")
+    stdout.print("space: " + ", ".join(f"{k}={v}" for k, v in run["space"].items()))
+    rows = [{"trial": t["trial_id"], "version": t["version_id"], "status": t["status"]
+             + (" (stopped early)" if t["stopped_early"] else "") + (" [best]" if t["best"] else ""),
+             "params": ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items()),
+             "epochs": t["epochs"], run["metric"]: _fmt(t["metric"])} for t in run.get("trials", [])]
+    table(rows, ["trial", "version", "params", "epochs", run["metric"], "status"], "trials")
+    best = run.get("best")
+    if best:
+        stdout.print(f"best: version [bold]{best['version_id']}[/] {run['metric']}={_fmt(best['metric'])} "
+                     f"with " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
+        stdout.print(f"make it the default version: deeptrain tune-runs promote {run['app_id']} {run['model_id']} "
+                     f"{run['id']}")
+    if run["status"] == "interrupted":
+        stdout.print(f"continue it: deeptrain tune {run['app_id']} {run['model_id']} --resume {run['id']}")
+
+
+def tune_command(
+    app: str, model: str,
+    space: Optional[list[str]] = typer.Option(
+        None, "--space", "-s", help="Search space entry name=kind:args (repeatable), e.g. lrate=loguniform:1e-4:1e-1 "
+                                    "or batch_size=choice:32,64,128; kinds: uniform, loguniform, choice, randint, "
+                                    "qrandint (lower:upper:q), lograndint."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Number of trials (sampled configurations)."),
+    max_concurrent: Optional[int] = typer.Option(None, help="Trials at once (default: as many as the cluster fits)."),
+    metric: Optional[str] = typer.Option(None, help="Test metric to maximize (default: top1, map or recall@1)."),
+    scheduler: str = typer.Option("asha", help="asha (early stopping) or fifo."),
+    grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped "
+                                                          "(default test_freq)."),
+    reduction_factor: int = typer.Option(2, help="ASHA: keep the best 1/reduction_factor at each rung."),
+    param: Optional[list[str]] = ParamOption,
+    workers: int = typer.Option(1, min=1, help="Ray Train workers per trial."),
+    dataset_version: Optional[str] = typer.Option(None, help="Dataset version id (default: snapshot now)."),
+    resume: Optional[str] = typer.Option(None, help="Continue this interrupted tuning run."),
+    promote: bool = typer.Option(False, help="Make the best trial the model's default version."),
+    json: bool = JsonOption,
+):
+    """Search hyperparameters with Ray Tune: one model version per trial, ASHA early stopping, a live table."""
+    from deeptrain.tune_space import parse_space
+
+    client = Client()
+    if resume:
+        if space or trials:
+            raise InvalidInput("--resume continues a run with its own space and trials; "
+                               "do not give --space or --trials")
+        metric_name = client.get_tune_run(app, model, resume)["metric"]
+    else:
+        if trials is None:
+            raise InvalidInput("--trials is required: how many configurations to try")
+        domains = parse_space(space or [])
+    # Ray Tune prints its own banner to stdout; stdout is kept for the result (one JSON document with --json)
+    with redirect_stdout(sys.stderr), Live(console=stderr, refresh_per_second=2, transient=json) as live:
+        holder: dict[str, str] = {}
+
+        def draw(rows: list[dict[str, Any]]) -> None:
+            live.update(_live_table(rows, holder.get("metric", "metric")))
+
+        if resume:
+            holder["metric"] = metric_name
+            run = client.resume_tune(app, model, resume, on_progress=draw)
+        else:
+            run = client.tune(app, model, domains, trials=trials, max_concurrent=max_concurrent, metric=metric,
+                              scheduler=scheduler, params=_params(param), workers=workers,
+                              dataset_version=dataset_version, grace_period=grace_period,
+                              reduction_factor=reduction_factor,
+                              on_run=lambda r: holder.__setitem__("metric", r["metric"]), on_progress=draw)
+    if promote and run["best"]:
+        run["promoted"] = client.promote_tune_best(app, model, run["id"])["default_version"]
+    run["report"] = client.tune_report(app, model, run["id"])["path"] if run["trials"] else None
+    emit(run, json, _render_run)
+
+
+@tune_runs_app.command("list")
+def tune_runs_list(app: str, model: str, json: bool = JsonOption):
+    emit(Client().list_tune_runs(app, model), json,
+         lambda rows: table(rows, ["id", "status", "metric", "num_trials", "best_version", "created_at"],
+                            f"tuning runs of {model}"))
+
+
+@tune_runs_app.command("show")
+def tune_runs_show(app: str, model: str, run: str, json: bool = JsonOption):
+    emit(Client().get_tune_run(app, model, run), json, _render_run)
+
+
+@tune_runs_app.command("promote")
+def tune_runs_promote(app: str, model: str, run: str, json: bool = JsonOption):
+    """Make the run's best trial the model's default version."""
+    emit(Client().promote_tune_best(app, model, run), json)
+
+
+@tune_runs_app.command("report")
+def tune_runs_report(app: str, model: str, run: str,
+                     open_: bool = typer.Option(False, "--open", help="Print the report's local path (to open it)."),
+                     json: bool = JsonOption):
+    report = Client().tune_report(app, model, run)
+    if json:
+        print_json(report)
+    elif open_:
+        print(report["path"])
+    else:
+        emit({k: report[k] for k in ("path", "plots", "stopped_early", "failed")}, False)

@@ -1,0 +1,382 @@
+"""Hyperparameter search with Ray Tune over Ray Train (SPEC §7).
+
+A ``Tuner`` runs one trial per sampled configuration. A trial is a *driver function*
+(Ray 2.60 Train V2 style) that plans the configuration like ``deeptrain models train``
+does, records it as a real model version tagged with the run, and runs that version's
+``TorchTrainer`` through ``deeptrain.jobs.train.run_version``. Its Ray Train reports
+reach Tune through ``TuneReportCallback``, forwarded only on the epochs the loop
+evaluated, so the scheduler (ASHA, ``time_attr="epoch"``) compares fresh test metrics.
+
+Resources: a trial's driver reserves no CPU (a tiny memory bundle only), its Train
+workers reserve ``num_workers x CPU_PER_WORKER`` CPUs of their own, and each running
+trial counts one more CPU for the Ray Data tasks that decode its images; the number of
+concurrent trials is what fits in the cluster under those rules (one at a time on two
+cores), and asking for more is refused before any trial starts.
+
+Early stopping: when ASHA stops a trial, Tune ends its driver (and with it the Train
+run); the tuning driver then writes that version's artifacts from the checkpoint ASHA
+judged and records it ``cancelled`` with ``progress.stopped_early``. The Tune
+experiment lives under the run's storage prefix, so ``resume`` continues it from any
+process: finished trials stay finished, unfinished ones continue their own version from
+its last Ray Train checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from ray import tune as ray_tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from deeptrain.errors import InvalidInput
+from deeptrain.jobs import train as train_job
+from deeptrain.params import HyperParams, resolve_params
+from deeptrain.services import models as model_service
+from deeptrain.services import tune_runs
+from deeptrain.services.context import Context
+from deeptrain.templates import get_template
+from deeptrain.training.metrics import TASK_METRICS
+from deeptrain.tune_space import check_space, describe_domain
+
+TRIAL_DRIVER_RESOURCES = {"memory": 1 << 20}  # a bundle needs some resource; CPU would starve Ray Data
+DATA_CPU_PER_TRIAL = 1.0  # what a trial's Ray Data tasks (one CPU each) need besides its workers
+SCHEDULERS = ("asha", "fifo")
+EXPERIMENT = "ray"  # the Tune experiment's folder under the run's storage prefix
+ProgressFn = Callable[[list[dict[str, Any]]], None]
+
+
+@dataclass
+class TrialJob:
+    """What every trial of a run shares; travels to the trial drivers via ``tune.with_parameters``."""
+
+    app_id: str
+    model_id: str
+    run_id: str
+    params: dict[str, Any]  # fixed for every trial
+    dataset_version_id: str
+    num_workers: int
+    settings_env: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)  # storage credentials etc. for the driver's process
+
+
+# --- planning (before any trial) ---------------------------------------------------------
+
+
+def fit_concurrency(num_workers: int, use_gpu: bool, requested: int | None, trials: int) -> int:
+    """Trials that can run at once on the connected cluster; refuses a request that cannot fit.
+
+    A trial holds its workers' CPUs (``num_workers x CPU_PER_WORKER``, reserved by Ray Train)
+    and needs ``DATA_CPU_PER_TRIAL`` more for the Ray Data tasks that decode its images (one
+    CPU each, launched while it trains). Counting that CPU per trial keeps every trial's
+    input pipeline able to run even while a finished trial's workers are still being released.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    per_trial = num_workers * train_job.CPU_PER_WORKER + DATA_CPU_PER_TRIAL
+    fit = math.floor(cpus / per_trial + 1e-9)
+    rule = (f"a trial takes {per_trial:g} CPUs ({num_workers} worker(s) x {train_job.CPU_PER_WORKER:g} + "
+            f"{DATA_CPU_PER_TRIAL:g} for its Ray Data tasks) and the cluster has {cpus:g}")
+    if use_gpu:
+        fit = min(fit, math.floor(gpus / num_workers))
+        rule += f" CPUs and {gpus:g} GPUs (one per worker)"
+    if fit < 1:
+        raise InvalidInput(f"not even one trial fits: {rule}; use fewer --workers or a larger cluster")
+    if requested is not None:
+        if requested < 1:
+            raise InvalidInput(f"--max-concurrent must be >= 1, got {requested}")
+        if requested > fit:
+            raise InvalidInput(f"--max-concurrent {requested} does not fit: {rule}, so at most {fit} trial(s) "
+                               "can run at once")
+    return min(requested or fit, trials)
+
+
+def _extremes(values: list[Any]) -> list[Any]:
+    """The values whose plan can fail on the data (e.g. batch_size over the items per epoch)."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sorted({min(values), max(values)})
+    return values
+
+
+def plan_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
+             max_concurrent: int | None = None, metric: str | None = None, scheduler: str = "asha",
+             params: Mapping[str, Any] | None = None, num_workers: int = 1, dataset_version_id: str | None = None,
+             grace_period: int | None = None, reduction_factor: int = 2) -> dict[str, Any]:
+    """Check everything a run needs before any trial starts, then record the run (status ``running``)."""
+    from deeptrain.jobs.cluster import ensure_ray
+
+    model = model_service.get_model(ctx, app_id, model_id)
+    template = get_template(model["task"], model["template"])
+    params = dict(params or {})
+    if trials < 1:
+        raise InvalidInput(f"--trials must be >= 1, got {trials}")
+    metrics = TASK_METRICS[model["task"]]
+    metric = metric or metrics[0]
+    if metric not in metrics:
+        raise InvalidInput(f"metric {metric!r} is not one that {model['task']} reports; use one of "
+                           f"{', '.join(metrics)}")
+    if scheduler not in SCHEDULERS:
+        raise InvalidInput(f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+    overlap = sorted(set(space) & set(params))
+    if overlap:
+        raise InvalidInput(f"{', '.join(overlap)} given both in the search space and as a fixed --param")
+    base = {**model["params"], **params}
+    checked = check_space(template, base, space, num_workers)
+    plan = train_job.plan_training(ctx, app_id, model_id, params, dataset_version_id, num_workers)
+    with warnings.catch_warnings():  # check_space has warned about what these values share
+        warnings.simplefilter("ignore", UserWarning)
+        for name, values in checked.items():  # values that depend on the data, e.g. batch_size vs items per epoch
+            for value in _extremes(values):
+                try:
+                    train_job.plan_training(ctx, app_id, model_id, {**params, name: value}, plan.dataset_version_id,
+                                            num_workers)
+                except InvalidInput as exc:
+                    raise InvalidInput(f"the search space {name}={describe_domain(space[name])} can sample "
+                                       f"{value!r}, which cannot train: {exc}") from None
+    hyper = HyperParams.model_validate(plan.params)
+    max_t = max([hyper.num_epochs, *checked.get("num_epochs", [])])
+    grace = hyper.test_freq if grace_period is None else grace_period
+    if scheduler == "asha" and not 1 <= grace < max_t:
+        raise InvalidInput(f"--grace-period {grace} must be at least 1 and below the number of epochs ({max_t}): "
+                           "ASHA stops trials before their last epoch" + ("; with one epoch use --scheduler fifo"
+                                                                         if max_t == 1 else ""))
+    if reduction_factor < 2:
+        raise InvalidInput(f"--reduction-factor must be >= 2, got {reduction_factor}")
+    ensure_ray()
+    use_gpu = train_job.cluster_use_gpu(hyper.use_gpu)
+    concurrency = fit_concurrency(num_workers, use_gpu, max_concurrent, trials)
+    return tune_runs.create_run(
+        ctx, app_id, model_id, metric=metric, mode="max", space={n: describe_domain(d) for n, d in space.items()},
+        params=params, num_trials=trials, max_concurrent=concurrency, num_workers=num_workers,
+        scheduler={"name": scheduler, "time_attr": "epoch", "max_t": max_t, "grace_period": grace,
+                   "reduction_factor": reduction_factor},
+        dataset_version_id=plan.dataset_version_id)
+
+
+# --- the trial driver (runs in Tune's trial actor) ------------------------------------------
+
+
+class EvaluatedReports(TuneReportCallback):
+    """``TuneReportCallback`` that forwards only the reports carrying a fresh evaluation."""
+
+    def after_report(self, run_context, metrics, checkpoint):
+        if metrics and metrics[0].get("eval_epoch") == metrics[0].get("epoch"):
+            super().after_report(run_context, metrics, checkpoint)
+
+
+def run_trial(config: dict[str, Any], job: TrialJob) -> None:
+    """Tune's trainable: train (or continue) this trial's model version with ``config`` on top of the run's params."""
+    from deeptrain.config import Settings
+
+    os.environ.update(job.env)
+    ctx = Context.from_settings(Settings.from_env(env=job.settings_env))
+    trial_id = ray_tune.get_context().get_trial_id()
+    key = (job.app_id, job.model_id)
+    version_id = tune_runs.trial_version(ctx, *key, job.run_id, trial_id)
+    if version_id is None:
+        plan = train_job.plan_training(ctx, *key, {**job.params, **config}, job.dataset_version_id, job.num_workers)
+        version = model_service.new_version(ctx, *key, plan.params, plan.dataset_version_id, plan.concepts,
+                                            tune_run=job.run_id)
+        train_job.save_plan(ctx, version["artifacts"], plan)
+        tune_runs.add_trial(ctx, *key, job.run_id, trial_id, version["id"])
+    else:
+        version = model_service.get_version(ctx, *key, version_id)
+        plan = train_job.load_plan(ctx, version)
+        if version["status"] in ("trained", "cancelled"):
+            # finished before the run was interrupted (Tune's saved state had not caught up): report, don't retrain
+            ray_tune.report(_last_evaluation(version))
+            return
+    tune_runs.count_training_start(ctx, *key, job.run_id, trial_id)
+    train_job.run_version(ctx, *key, version["id"], plan, callbacks=[EvaluatedReports()])
+
+
+def _last_evaluation(version: dict[str, Any]) -> dict[str, Any]:
+    metrics = version.get("metrics") or {}
+    return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"},
+            "epoch": metrics.get("epoch", 0), "eval_epoch": metrics.get("epoch", 0)}
+
+
+# --- the tuning driver ---------------------------------------------------------------------
+
+
+def _finish_stopped(ctx: Context, run: dict[str, Any], trial_id: str, last_result: dict[str, Any]) -> None:
+    """Record a trial Tune ended while its version was still training (ASHA stopped it, or its driver
+    died after its last report): artifacts from the checkpoint of that report."""
+    import ray.train
+
+    version_id = tune_runs.trial_version(ctx, run["app_id"], run["model_id"], run["id"], trial_id)
+    if version_id is None:
+        return
+    key = (run["app_id"], run["model_id"], version_id)
+    version = model_service.get_version(ctx, *key)
+    if version["status"] not in ("queued", "training") or not last_result.get("checkpoint_path"):
+        return
+    checkpoint = ray.train.Checkpoint(last_result["checkpoint_path"], filesystem=ctx.storage.fs)
+    state = train_job.load_checkpoint_state(checkpoint)
+    plan = train_job.load_plan(ctx, version)
+    if state["epoch"] >= plan.params["num_epochs"]:
+        train_job.finish_version(ctx, *key, plan, state, "trained")
+    else:
+        train_job.finish_version(ctx, *key, plan, state, "cancelled",
+                                 stopped_early={"by": run["scheduler"]["name"], "epoch": state["epoch"]})
+
+
+def _progress_rows(trials, metric: str, space_names: list[str], max_t: int) -> list[dict[str, Any]]:
+    rows = []
+    for t in trials:
+        result = t.last_result or {}
+        status = t.status.lower()
+        if status == "terminated":
+            status = "stopped early" if result.get("epoch", max_t) < max_t else "finished"
+        rows.append({"trial": t.trial_id, "params": {n: t.config.get(n) for n in space_names},
+                     "epoch": result.get("epoch"), "metric": result.get(metric), "status": status})
+    return rows
+
+
+@dataclass
+class _Driver:
+    """This process's side of a run being tuned: where to record, whom to tell."""
+
+    ctx: Context
+    run: dict[str, Any]
+    on_progress: ProgressFn | None
+    last_draw: float = 0.0
+
+
+# Runs this process is driving, by run id. Tune pickles its callbacks into the experiment
+# (tuner.pkl) and restores those on resume, so the callback carries only the run id and
+# finds the live context here.
+_DRIVERS: dict[str, _Driver] = {}
+
+
+class Recorder(ray_tune.Callback):
+    """Finishes early-stopped versions as Tune ends their trials; feeds the live table."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        driver = _DRIVERS[self.run_id]
+        _finish_stopped(driver.ctx, driver.run, trial.trial_id, trial.last_result or {})
+
+    def on_experiment_end(self, trials, **info):
+        # trials stopped while no tuning driver was there to record them (it was killed), now restored as ended
+        driver = _DRIVERS[self.run_id]
+        for trial in trials:
+            if trial.status == "TERMINATED":
+                _finish_stopped(driver.ctx, driver.run, trial.trial_id, trial.last_result or {})
+
+    def on_step_end(self, iteration, trials, **info):
+        driver = _DRIVERS[self.run_id]
+        now = time.monotonic()
+        if driver.on_progress is not None and now - driver.last_draw >= 0.5:
+            driver.last_draw = now
+            run = driver.run
+            driver.on_progress(_progress_rows(trials, run["metric"], list(run["space"]), run["scheduler"]["max_t"]))
+
+
+def _scheduler(spec: dict[str, Any]):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec["name"] == "fifo":
+        return FIFOScheduler()
+    # rungs at grace_period x reduction_factor^k up to the epoch before the last, and no stop at the last
+    # one: a trial that reaches its last epoch finishes on its own (Tune ends a stopped trial's driver
+    # at once, so a stop there would cut short writing its artifacts)
+    return ASHAScheduler(time_attr=spec["time_attr"], max_t=spec["max_t"] - 1, grace_period=spec["grace_period"],
+                         reduction_factor=spec["reduction_factor"], stop_last_trials=False)
+
+
+def _trainable(ctx: Context, run: dict[str, Any]):
+    from deeptrain.jobs.cluster import worker_env
+
+    env = worker_env(ctx.settings.as_env())
+    if "DEEPTRAIN_TORCH_THREADS" not in os.environ:  # concurrent trials share the cores
+        import ray
+
+        node_cpus = max(int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"])
+        env["DEEPTRAIN_TORCH_THREADS"] = str(max(1, node_cpus // (run["max_concurrent"] * run["num_workers"])))
+    job = TrialJob(app_id=run["app_id"], model_id=run["model_id"], run_id=run["id"], params=run["params"],
+                   dataset_version_id=run["dataset_version_id"], num_workers=run["num_workers"],
+                   settings_env=ctx.settings.as_env(), env=env)
+    return ray_tune.with_resources(ray_tune.with_parameters(run_trial, job=job),
+                                   ray_tune.PlacementGroupFactory([TRIAL_DRIVER_RESOURCES]))
+
+
+def _experiment_path(ctx: Context, run: dict[str, Any]) -> str:
+    return ctx.storage.path(f"{run['artifacts']}/{EXPERIMENT}")
+
+
+def _fit(ctx: Context, run: dict[str, Any], tuner, on_progress: ProgressFn | None) -> dict[str, Any]:
+    """Run the Tuner, settle every trial's version, write the report and mark the best trial."""
+    from deeptrain.training.tune_report import write_tune_report
+
+    key = (run["app_id"], run["model_id"], run["id"])
+    _DRIVERS[run["id"]] = _Driver(ctx, run, on_progress)
+    try:
+        tuner.fit()
+    except Exception as exc:
+        tune_runs.update_run(ctx, *key, status="failed", error=f"{type(exc).__name__}: {exc}"[:4000])
+        raise
+    finally:
+        _DRIVERS.pop(run["id"], None)
+    rows = tune_runs.trial_rows(ctx, run)
+    unfinished = run["num_trials"] - sum(r["status"] in model_service.FINAL for r in rows)
+    best = tune_runs.best_trial(run, rows)
+    run = tune_runs.update_run(ctx, *key, status="interrupted" if unfinished else "finished",
+                               best_version=best["version_id"] if best else None)
+    write_tune_report(ctx.storage, run, tune_runs.trial_rows(ctx, run))
+    return run
+
+
+def tune(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
+         on_run: Callable[[dict[str, Any]], None] | None = None, on_progress: ProgressFn | None = None,
+         **options: Any) -> dict[str, Any]:
+    """Plan and run a search (blocking); returns the run with its trials and best trial.
+
+    ``options`` are ``plan_run``'s (max_concurrent, metric, scheduler, params, num_workers,
+    dataset_version_id, grace_period, reduction_factor); ``on_run`` sees the recorded run
+    first, ``on_progress`` gets the live rows (trial, params, epoch, metric, status).
+    """
+    from ray.tune.search import BasicVariantGenerator
+
+    run = plan_run(ctx, app_id, model_id, space, trials=trials, **options)
+    if on_run:
+        on_run(run)
+    seed = resolve_params(None, {**model_service.get_model(ctx, app_id, model_id)["params"], **run["params"]}).seed
+    tuner = ray_tune.Tuner(
+        _trainable(ctx, run), param_space=dict(space),
+        tune_config=ray_tune.TuneConfig(
+            metric=run["metric"], mode=run["mode"], num_samples=trials, scheduler=_scheduler(run["scheduler"]),
+            # seeded sampling; the generator limits concurrency itself (TuneConfig's limit ignores a given one)
+            search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=run["max_concurrent"])),
+        run_config=ray_tune.RunConfig(name=EXPERIMENT, storage_path=ctx.storage.path(run["artifacts"]),
+                                      storage_filesystem=ctx.storage.fs, verbose=0, callbacks=[Recorder(run["id"])]),
+    )
+    _fit(ctx, run, tuner, on_progress)
+    return tune_runs.run_summary(ctx, app_id, model_id, run["id"])
+
+
+def resume(ctx: Context, app_id: str, model_id: str, run_id: str, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Continue an interrupted run: finished trials are kept, unfinished ones continue their versions."""
+    from deeptrain.jobs.cluster import ensure_ray
+
+    run = tune_runs.get_run(ctx, app_id, model_id, run_id)
+    if run["status"] == "finished":
+        raise InvalidInput(f"tuning run {run_id!r} is already finished")
+    path = _experiment_path(ctx, run)
+    if not ray_tune.Tuner.can_restore(path, storage_filesystem=ctx.storage.fs):
+        raise InvalidInput(f"tuning run {run_id!r} left no Tune experiment state at {path} to resume from")
+    ensure_ray()
+    tune_runs.update_run(ctx, app_id, model_id, run_id, status="running", error=None)
+    # errored trials are real failures (recorded on their versions): they are not run again
+    tuner = ray_tune.Tuner.restore(path, trainable=_trainable(ctx, run), resume_unfinished=True,
+                                   resume_errored=False, storage_filesystem=ctx.storage.fs)
+    _fit(ctx, run, tuner, on_progress)
+    return tune_runs.run_summary(ctx, app_id, model_id, run_id)
