@@ -17,6 +17,7 @@ BENCHES = [
     ("import", ["import_bench.py", "--n", "2000"]),
     ("models", ["model_bench.py", "--quick"]),
     ("training", ["train_bench.py"]),
+    ("serving", ["serve_bench.py"]),
 ]
 
 

@@ -242,3 +242,41 @@ def test_incremental_indexing(indexed, http):
     assert "new-4" not in {h["input_id"] for h in client.search("fashion", new[4][0], top_k=3)}
     r = _post(http, {"image": _b64(new[0][0])}, top_k=3)
     assert r.status_code == 200 and r.json()["hits"][0]["input"]["id"] == "new-0", r.text
+
+
+def test_a_large_index_is_approximate_with_high_recall():
+    """From ``approx_min`` vectors the index is IVF: Recall@10 vs exact search stays high, a
+    concept-filtered query stays exact, and ids survive serialization (reconstruct, remove)."""
+    import faiss
+    import numpy as np
+
+    from deeptrain.search import SearchIndex, make_index, normalize
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((200, 64)).astype(np.float32)
+    pick = rng.integers(0, len(centres), 20_000)
+    vectors = normalize(centres[pick] + 0.6 * rng.standard_normal((len(pick), 64)))
+    labels = np.arange(100, 100 + len(vectors), dtype=np.int64)  # ids are not positions
+    built = make_index(vectors, labels, approx_min=10_000)
+    index = faiss.deserialize_index(faiss.serialize_index(built))
+    assert isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+    rows = {int(lab): {"input_id": f"in{lab}", "sha256": "", "concepts": [f"c{pick[i] % 5}"]}
+            for i, lab in enumerate(labels)}
+    searcher = SearchIndex({"artifacts": ""}, index, rows)
+    assert np.allclose(searcher.vector_of("in150"), vectors[50], atol=1e-6)
+
+    exact = faiss.IndexFlatIP(64)
+    exact.add(vectors)
+    queries = normalize(centres[rng.integers(0, len(centres), 200)] + 0.6 * rng.standard_normal((200, 64)))
+    _, truth = exact.search(queries, 10)
+    recall = np.mean([len({h["input_id"] for h in searcher.query(q, 10)} & {f"in{t + 100}" for t in row}) / 10
+                      for q, row in zip(queries, truth)])
+    assert recall >= 0.9, recall
+
+    in_c3 = np.flatnonzero(pick % 5 == 3)
+    scores = vectors[in_c3] @ queries[0]
+    expected = [f"in{in_c3[i] + 100}" for i in np.argsort(-scores)[:10]]
+    assert [h["input_id"] for h in searcher.query(queries[0], 10, concept="c3")] == expected
+
+    index.remove_ids(np.array([150], dtype=np.int64))
+    assert index.ntotal == len(vectors) - 1
