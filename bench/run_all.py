@@ -18,6 +18,7 @@ BENCHES = [
     ("models", ["model_bench.py", "--quick"]),
     ("training", ["train_bench.py"]),
     ("tuning", ["tune_bench.py"]),
+    ("serving", ["serve_bench.py"]),
 ]
 
 

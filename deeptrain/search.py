@@ -6,9 +6,14 @@ rows, ``map_batches`` with a callable class that loads the version once per acto
 reads the original bytes from object storage and embeds them through
 ``deeptrain.inference.predict_bytes`` — the path ``deeptrain predict`` and the Serve
 ``Predictor`` use, so an indexed vector equals the served embedding of the same image.
-Vectors are L2-normalized float32 in a ``faiss.IndexIDMap2(IndexFlatIP)`` (inner
-product = cosine similarity); each faiss id is a row of the sidecar Parquet table
-(``label, input_id, sha256, concepts``).
+Vectors are L2-normalized float32 (inner product = cosine similarity); each faiss id is
+a row of the sidecar Parquet table (``label, input_id, sha256, concepts``). Below
+``DEEPTRAIN_SEARCH_APPROX_MIN`` vectors (50,000) the index is exact
+(``IndexIDMap2(IndexFlatIP)``); from there on it is approximate: an inverted file
+(``IVF<nlist>,Flat``, nlist = sqrt(N), k-means trained on the vectors it is built from,
+searching ``nprobe`` = nlist/8 lists), which ``bench/serve_bench.py`` measures at 100,000
+vectors. An approximate index is rebuilt (re-trained) when it has grown to 4 times the
+size it was trained on; a concept-filtered query searches every list, so it stays exact.
 
 A second build is incremental: only inputs missing from the index (or whose bytes
 changed) are embedded, deleted inputs are removed, and every row's concepts are
@@ -30,6 +35,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import threading
 import time
 import uuid
@@ -53,6 +60,8 @@ MAX_TOP_K = 1000
 POINTER = "index.json"
 MANIFEST = "manifest.json"
 EMBED_CPUS = 0.5  # per Ray Data actor: leaves room on a 2-core machine (Ray Data starves otherwise)
+APPROX_MIN_VECTORS = int(os.environ.get("DEEPTRAIN_SEARCH_APPROX_MIN", 50_000))
+RETRAIN_GROWTH = 4  # rebuild an approximate index once it holds this many times what it was trained on
 
 BuildProgress = Callable[[int, int], None]  # (images embedded since the last call, images to embed)
 
@@ -121,6 +130,35 @@ def _embed_with_ray(ctx: Context, artifacts: str, todo: list[tuple[str, str]], b
 # --- the index -------------------------------------------------------------------------
 
 
+def make_index(vectors: np.ndarray, labels: np.ndarray, approx_min: int = APPROX_MIN_VECTORS):
+    """A faiss index over normalized vectors with these ids: exact below ``approx_min`` vectors, else IVF."""
+    import faiss
+
+    n, dim = vectors.shape
+    if n < approx_min:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    else:
+        nlist = max(1, int(math.sqrt(n)))
+        index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = max(1, nlist // 8)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct and remove by id
+    index.add_with_ids(vectors, labels)
+    return index
+
+
+def _is_approximate(index) -> bool:
+    import faiss
+
+    return isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+
+
+def _needs_rebuild(index, total: int, trained_on: int) -> bool:
+    if _is_approximate(index):
+        return total >= RETRAIN_GROWTH * trained_on
+    return total >= APPROX_MIN_VECTORS
+
+
 @dataclass
 class SearchIndex:
     """One generation of an index: faiss index + rows (faiss id -> input id, sha256, concepts)."""
@@ -160,7 +198,13 @@ class SearchIndex:
                               dtype=np.int64)
             if not len(labels):
                 return []
-            params, candidates = faiss.SearchParameters(sel=faiss.IDSelectorBatch(labels)), len(labels)
+            selector = faiss.IDSelectorBatch(labels)
+            if _is_approximate(self.index):  # every list: the filtered hits are exact
+                ivf = faiss.downcast_index(self.index)
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nlist)
+            else:
+                params = faiss.SearchParameters(sel=selector)
+            candidates = len(labels)
         k = min(top_k + (skip is not None), candidates)
         if k <= 0:
             return []
@@ -304,15 +348,17 @@ def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None
     todo = [(input_id, key) for input_id, (_, key, _) in current.items() if input_id not in indexed_ids]
 
     next_label = int(manifest["next_label"]) if manifest else 0
+    trained_on = int(manifest.get("trained_on", 0)) if manifest else 0
     if on_progress:
         on_progress(0, len(todo))
+    new_labels: list[np.ndarray] = []
+    new_vectors: list[np.ndarray] = []
 
     def add(ids: list[str], vectors: np.ndarray) -> None:
-        nonlocal index, next_label
-        if index is None:
-            index = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+        nonlocal next_label
         labels = np.arange(next_label, next_label + len(ids), dtype=np.int64)
-        index.add_with_ids(vectors, labels)
+        new_labels.append(labels)
+        new_vectors.append(vectors)
         for label, input_id in zip(labels.tolist(), ids):
             sha256, _, concepts = current[input_id]
             rows[label] = {"input_id": input_id, "sha256": sha256, "concepts": concepts}
@@ -322,6 +368,18 @@ def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None
 
     if todo:
         _embed_with_ray(ctx, version["artifacts"], todo, batch_size, add)
+    if new_vectors:
+        labels, vectors = np.concatenate(new_labels), np.concatenate(new_vectors)
+        if index is None or _needs_rebuild(index, len(rows), trained_on):
+            if index is not None:  # the vectors it holds join the new ones
+                kept = np.array(sorted(set(rows) - set(labels.tolist())), dtype=np.int64)
+                labels = np.concatenate([kept, labels])
+                vectors = np.concatenate([normalize([index.reconstruct(int(k)) for k in kept])
+                                          if len(kept) else np.zeros((0, vectors.shape[1]), np.float32), vectors])
+            index = make_index(vectors, labels)
+            trained_on = len(labels)
+        else:
+            index.add_with_ids(vectors, labels)
     if index is None:
         raise InvalidInput(f"app {app_id!r} has no inputs to index")
 
@@ -332,7 +390,8 @@ def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None
         manifest = {
             "app_id": app_id, "model_id": model_id, "version_id": version["id"], "artifacts": version["artifacts"],
             "generation": generation, "build_id": uuid.uuid4().hex, "dim": int(index.d), "total": int(index.ntotal),
-            "next_label": next_label, "index": f"{prefix}/index-{generation:05d}.faiss",
+            "next_label": next_label, "trained_on": trained_on, "approximate": _is_approximate(index),
+            "index": f"{prefix}/index-{generation:05d}.faiss",
             "rows": f"{prefix}/rows-{generation:05d}.parquet",
             "updated_at": datetime.now(timezone.utc).isoformat(),
         }

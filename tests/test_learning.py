@@ -24,6 +24,7 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 500, 200
 BUDGET = {"image_size": 32, "batch_size": 64, "lrate": 0.1, "num_epochs": 5, "init_epochs": 3, "step_epochs": 1}
 TOP1_THRESHOLD = 0.80
 RECALL1_THRESHOLD = 0.70
+PRECISION10_THRESHOLD = 0.70
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +68,20 @@ def test_shuffled_labels_fail_the_threshold(local_client, ray_cluster, fashion):
     assert v["metrics"]["top1"] < 0.3
 
 
-def test_embedding_recall_at_1(local_client, ray_cluster, fashion):
+def test_embedding_recall_at_1_and_search_precision_at_10(local_client, ray_cluster, fashion):
     app = _app(local_client, fashion)
-    local_client.create_model(app, "emb", "embedding", "InceptionBatchNorm", {**BUDGET, "num_epochs": 3, "init_epochs": 2})
+    local_client.create_model(app, "emb", "embedding", "InceptionBatchNorm", BUDGET)
     v = local_client.train(app, "emb", workers=1)
     assert v["status"] == "trained", v["error"]
     print(f"embedding: recall@1={v['metrics']['recall@1']:.4f} map@r={v['metrics']['map@r']:.4f}")
     assert v["metrics"]["recall@1"] >= RECALL1_THRESHOLD
     assert sorted(v["concepts"]) == sorted(slugify(class_folder_name(c)) for c in FASHION_MNIST_CLASSES)
+
+    # visual search with this version: every input indexed, each held-out test image a query
+    local_client.build_search_index(app, "emb")
+    queries = [i for i in local_client.list_inputs(app) if i["split"] == "test"]
+    precision = np.mean([sum(q["concepts"][0] in h["concepts"] for h in local_client.search(app, input_id=q["id"]))
+                         / 10 for q in queries])
+    print(f"search: mean precision@10 over {len(queries)} held-out queries = {precision:.4f}")
+    assert precision >= PRECISION10_THRESHOLD
 

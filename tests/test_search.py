@@ -1,11 +1,9 @@
 """Visual search on real Fashion-MNIST images: index, query (SDK, CLI, HTTP), incremental updates, errors.
 
-One embedding model is trained once for the module on 2,000 Fashion-MNIST training
-images (200 per class); the app also holds 60 of the official test images (6 per
-class), which are the held-out queries. Searching with them must return same-class
-neighbours with a mean precision@10 of at least 0.6 (measured 0.638 at this budget;
-the 0.7 of the serving issue needs a larger training budget than this module's
-few minutes, see the README's visual search section).
+One embedding model is trained for a few epochs for the module (the mechanics need
+vectors without ties, not a good model; the precision@10 of a fully trained version is asserted by
+``tests/test_learning.py``); the app also holds 60 of the official test images (6 per
+class), which are the held-out queries.
 """
 
 from __future__ import annotations
@@ -32,8 +30,8 @@ from tests.test_serve import _b64, _free_port
 pytestmark = pytest.mark.ray
 
 TRAIN_PER_CLASS, QUERY_PER_CLASS = 200, 6
+# a few epochs: a barely trained model maps many images to near-identical vectors (ties in every ranking)
 EMBEDDING = {"image_size": 32, "batch_size": 32, "lrate": 0.1, "num_epochs": 4, "init_epochs": 3, "step_epochs": 1}
-PRECISION_AT_10 = 0.6
 
 
 def _png(array) -> bytes:
@@ -93,31 +91,26 @@ def test_index_holds_every_input(indexed):
     assert (info["model_id"], info["version_id"], info["total"]) == ("emb", version["id"], n)
 
 
-def test_precision_at_10_on_held_out_images(indexed):
+def test_hits_are_ranked_and_leave_the_query_out(indexed):
     client = indexed[0]
-    queries = _queries(client)
-    assert len(queries) >= 50
-    precisions = []
-    for q in queries:
+    for q in _queries(client):
         hits = client.search("fashion", input_id=q["id"], top_k=10)
         assert len(hits) == 10 and q["id"] not in {h["input_id"] for h in hits}
         scores = [h["score"] for h in hits]
         assert scores == sorted(scores, reverse=True)
-        precisions.append(sum(q["concepts"][0] in h["concepts"] for h in hits) / 10)
-    mean = sum(precisions) / len(precisions)
-    print(f"mean precision@10 over {len(queries)} held-out queries: {mean:.4f}")
-    assert mean >= PRECISION_AT_10
 
 
 def test_image_query_equals_the_indexed_vector(indexed):
-    """Searching with a stored image's bytes finds itself (score 1) and then what its input id finds."""
+    """Searching with a stored image's bytes finds itself (score 1) and then what its input id finds
+    (compared by score: a briefly trained model has near-ties whose order is arbitrary)."""
     client = indexed[0]
     q = _queries(client)[0]
     by_image = client.search("fashion", client.get_input_bytes("fashion", q["id"]), top_k=11)
-    assert by_image[0]["input_id"] == q["id"] and by_image[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    me = [h for h in by_image if h["input_id"] == q["id"]]
+    assert me and me[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    others = [h["score"] for h in by_image if h["input_id"] != q["id"]][:10]
     by_id = client.search("fashion", input_id=q["id"], top_k=10)
-    assert [h["input_id"] for h in by_id] == [h["input_id"] for h in by_image[1:]]
-    assert [h["score"] for h in by_id] == pytest.approx([h["score"] for h in by_image[1:]], abs=1e-4)
+    assert [h["score"] for h in by_id] == pytest.approx(others, abs=1e-4)
 
 
 def test_concept_filter(indexed):
@@ -242,3 +235,41 @@ def test_incremental_indexing(indexed, http):
     assert "new-4" not in {h["input_id"] for h in client.search("fashion", new[4][0], top_k=3)}
     r = _post(http, {"image": _b64(new[0][0])}, top_k=3)
     assert r.status_code == 200 and r.json()["hits"][0]["input"]["id"] == "new-0", r.text
+
+
+def test_a_large_index_is_approximate_with_high_recall():
+    """From ``approx_min`` vectors the index is IVF: Recall@10 vs exact search stays high, a
+    concept-filtered query stays exact, and ids survive serialization (reconstruct, remove)."""
+    import faiss
+    import numpy as np
+
+    from deeptrain.search import SearchIndex, make_index, normalize
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((200, 64)).astype(np.float32)
+    pick = rng.integers(0, len(centres), 20_000)
+    vectors = normalize(centres[pick] + 0.6 * rng.standard_normal((len(pick), 64)))
+    labels = np.arange(100, 100 + len(vectors), dtype=np.int64)  # ids are not positions
+    built = make_index(vectors, labels, approx_min=10_000)
+    index = faiss.deserialize_index(faiss.serialize_index(built))
+    assert isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+    rows = {int(lab): {"input_id": f"in{lab}", "sha256": "", "concepts": [f"c{pick[i] % 5}"]}
+            for i, lab in enumerate(labels)}
+    searcher = SearchIndex({"artifacts": ""}, index, rows)
+    assert np.allclose(searcher.vector_of("in150"), vectors[50], atol=1e-6)
+
+    exact = faiss.IndexFlatIP(64)
+    exact.add(vectors)
+    queries = normalize(centres[rng.integers(0, len(centres), 200)] + 0.6 * rng.standard_normal((200, 64)))
+    _, truth = exact.search(queries, 10)
+    recall = np.mean([len({h["input_id"] for h in searcher.query(q, 10)} & {f"in{t + 100}" for t in row}) / 10
+                      for q, row in zip(queries, truth)])
+    assert recall >= 0.9, recall
+
+    in_c3 = np.flatnonzero(pick % 5 == 3)
+    scores = vectors[in_c3] @ queries[0]
+    expected = [f"in{in_c3[i] + 100}" for i in np.argsort(-scores)[:10]]
+    assert [h["input_id"] for h in searcher.query(queries[0], 10, concept="c3")] == expected
+
+    index.remove_ids(np.array([150], dtype=np.int64))
+    assert index.ntotal == len(vectors) - 1
