@@ -67,6 +67,7 @@ from torchvision.ops import (  # noqa: E402
     batched_nms,
     box_iou,
     clip_boxes_to_image,
+    remove_small_boxes,
     generalized_box_iou_loss,
     sigmoid_focal_loss,
 )
@@ -306,10 +307,12 @@ class DetectionTask:
                 anchor_idx = torch.div(candidates, self.num_classes, rounding_mode="floor")
                 labels = candidates % self.num_classes
                 deltas = self._select_regression(lvl_regression[anchor_idx], labels)
-                boxes = self.box_coder.decode_single(deltas, lvl_anchors[anchor_idx])
-                all_boxes.append(clip_boxes_to_image(boxes, size))
-                all_scores.append(scores)
-                all_labels.append(labels)
+                boxes = clip_boxes_to_image(self.box_coder.decode_single(deltas, lvl_anchors[anchor_idx]), size)
+                # a box clipped to under a pixel (an anchor off the image's edge) is no detection
+                kept = remove_small_boxes(boxes, 1.0)
+                all_boxes.append(boxes[kept])
+                all_scores.append(scores[kept])
+                all_labels.append(labels[kept])
             boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
             keep = batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
             results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
