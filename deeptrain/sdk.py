@@ -267,6 +267,20 @@ class Client:
                              dataset_version_id=dataset_version, grace_period=grace_period,
                              reduction_factor=reduction_factor, on_run=on_run, on_progress=on_progress)
 
+    def check_tune(self, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
+                   metric: str | None = None, scheduler: str = "asha", params: dict[str, Any] | None = None,
+                   workers: int = 1, dataset_version: str | None = None, grace_period: int | None = None,
+                   reduction_factor: int = 2) -> str:
+        """Refuse a search that ``tune`` would refuse, without a Ray cluster; returns the dataset
+        version its trials would train on (a new snapshot when ``dataset_version`` is None)."""
+        from deeptrain.jobs import tune as tune_job
+
+        _, _, plan = tune_job.check_run(self.ctx, app_id, model_id, space, trials=trials, metric=metric,
+                                        scheduler=scheduler, params=params, num_workers=workers,
+                                        dataset_version_id=dataset_version, grace_period=grace_period,
+                                        reduction_factor=reduction_factor)
+        return plan.dataset_version_id
+
     def resume_tune(self, app_id: str, model_id: str, run_id: str, on_progress=None) -> dict[str, Any]:
         """Continue an interrupted tuning run; finished trials are not run again."""
         from deeptrain.jobs import tune as tune_job

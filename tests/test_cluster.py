@@ -225,3 +225,57 @@ def test_stopping_a_job_cancels_its_version(cluster, deployment):
     assert job["status"] == "STOPPED" and job["version_status"] == "cancelled"
     version = client.get_version(APP, "stopped", version_id)
     assert version["status"] == "cancelled" and version["error"] == f"Ray job {job_id} was stopped"
+
+
+def test_submit_tune_runs_the_search_as_a_job(cluster, deployment):
+    """``deeptrain submit tune``: the search runs on the cluster as one Ray Job, each trial a version that
+    records the job; the run, its trials and its report land in PostgreSQL and S3."""
+    settings, client, *_ = deployment
+    client.create_model(APP, "tuned", "classification", TEMPLATE, PARAMS)
+    proc = run_cli(settings, "submit", "tune", "--address", cluster.dashboard_url, "--package", "local", "--json",
+                   APP, "tuned", "--space", "lrate=loguniform:1e-3:1e-1", "--trials", "2", "--scheduler", "fifo")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    job = json.loads(proc.stdout)
+    job_id = job["job_id"]
+    assert (job["command"], job["app"], job["model"]) == ("tune", APP, "tuned")
+    pinned = job["entrypoint"].split("--dataset-version ")[1].split()[0]  # the data as it was at submission
+    assert pinned in {d["id"] for d in client.list_datasets(APP)}
+
+    rc, done = _wait(settings, cluster, job_id)
+    assert rc == 0 and done["status"] == "SUCCEEDED", (done, _logs(settings, cluster, job_id))
+    assert sorted(v["status"] for v in done["versions"]) == ["trained", "trained"]
+
+    [run] = client.list_tune_runs(APP, "tuned")
+    run = client.get_tune_run(APP, "tuned", run["id"])
+    assert run["status"] == "finished" and len(run["trials"]) == 2 and run["dataset_version_id"] == pinned
+    lrates = {t["params"]["lrate"] for t in run["trials"]}
+    assert len(lrates) == 2 and all(1e-3 <= lr <= 1e-1 for lr in lrates)  # sampled per trial
+    for t in run["trials"]:
+        version = client.get_version(APP, "tuned", t["version_id"])
+        assert version["job_id"] == job_id and version["tune_run"] == run["id"]
+        assert version["params"]["lrate"] == t["params"]["lrate"] and version["metrics"]["top1"] == t["metric"]
+    keys = set(client.ctx.storage.list(run["artifacts"]))
+    assert any(k.endswith("/tuner.pkl") for k in keys) and any(k.endswith("tune_report.json") for k in keys), keys
+
+    shown = json.loads(run_cli(settings, "tune-runs", "show", APP, "tuned", run["id"], "--json", check=True).stdout)
+    assert shown["best"]["version_id"] == run["best"]["version_id"]
+    print(f"\ntune job {job_id}: run {run['id']}, trials "
+          f"{[(t['params']['lrate'], round(t['metric'], 3)) for t in run['trials']]}, best {run['best']['version_id']}")
+
+
+def test_submit_tune_refuses_a_bad_search_before_any_job(deployment):
+    """Checked on the submitting side: no job, no run, no snapshot (the address is never contacted)."""
+    settings, client, *_ = deployment
+    client.create_model(APP, "badtune", "classification", TEMPLATE, PARAMS)
+    datasets = client.list_datasets(APP)
+    address = f"http://127.0.0.1:{free_port()}"
+    for args, message in [
+        (["--space", "lrat=loguniform:1e-4:1e-1", "--trials", "2"], "did you mean 'lrate'"),
+        (["--space", "lrate=uniform:-1:1", "--trials", "2"], "lrate"),
+        (["--space", "lrate=loguniform:1e-4:1e-1", "--trials", "2", "--metric", "map"], "metric 'map'"),
+        (["--space", "lrate=loguniform:1e-4:1e-1"], "--trials is required"),
+    ]:
+        proc = run_cli(settings, "submit", "tune", "--address", address, "--json", APP, "badtune", *args)
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        assert message in json.loads(proc.stdout)["error"]["message"], (args, proc.stdout)
+    assert client.list_tune_runs(APP, "badtune") == [] and client.list_datasets(APP) == datasets

@@ -35,8 +35,9 @@ def _env(values: Optional[list[str]]) -> dict[str, str]:
     return env
 
 
-def check_command_line(argv: list[str]) -> None:
-    """Parse a deeptrain command line with this CLI, so that a typo fails here and not in a job."""
+def check_command_line(argv: list[str]) -> dict[str, Any]:
+    """Parse a deeptrain command line with this CLI, so that a typo fails here and not in a job;
+    returns the command's parameters by name."""
     from deeptrain.cli.main import app
 
     command, args = typer.main.get_command(app), list(argv)
@@ -48,7 +49,7 @@ def check_command_line(argv: list[str]) -> None:
                                f"(one of: {', '.join(command.list_commands(None))})")
         command = sub
     try:
-        command.make_context(command.name, args)
+        return command.make_context(command.name, args).params
     except typer.TyperException as exc:  # typer's (vendored) click usage errors
         raise InvalidInput(f"`deeptrain {' '.join(argv)}` is not a valid command line: {exc.format_message()}") from None
 
@@ -87,13 +88,34 @@ def submit_train(
 @submit_app.command("tune", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, package: str = PackageOption,
                 env: Optional[list[str]] = EnvOption, json: bool = JsonOption):
-    """Run `deeptrain tune ARGS...` as a Ray Job (ARGS exactly as for `deeptrain tune`)."""
-    from deeptrain.jobs.submit import META, submit_cli
+    """Run `deeptrain tune ARGS...` as a Ray Job (ARGS exactly as for `deeptrain tune`).
+
+    The search is checked here first (space, metric, scheduler, the data), so bad input fails before any job
+    exists; the dataset version is fixed at submission (a snapshot unless --dataset-version is given)."""
+    from deeptrain.jobs.submit import META, job_env, runtime_env, submit_cli
+    from deeptrain.tune_space import parse_space
 
     argv = ["tune", *ctx.args, "--json"]
-    check_command_line(argv)
-    job = submit_cli(Client().ctx, argv, metadata={META["command"]: "tune"}, address=address, package=package,
-                     env=_env(env))
+    given = check_command_line(argv)
+    client = Client()
+    runtime_env(package, job_env(client.ctx.settings, _env(env)))  # settings a cluster can use, before any snapshot
+    app, model = given["app"], given["model"]
+    if given["resume"]:
+        run = client.get_tune_run(app, model, given["resume"])
+        if run["status"] == "finished":
+            raise InvalidInput(f"tuning run {run['id']!r} is already finished")
+    else:
+        if given["trials"] is None:
+            raise InvalidInput("--trials is required: how many configurations to try")
+        dataset_version = client.check_tune(
+            app, model, parse_space(given["space"] or []), trials=given["trials"], metric=given["metric"],
+            scheduler=given["scheduler"], params=_params(given["param"]), workers=given["workers"],
+            dataset_version=given["dataset_version"], grace_period=given["grace_period"],
+            reduction_factor=given["reduction_factor"])
+        if not given["dataset_version"]:
+            argv[-1:] = ["--dataset-version", dataset_version, "--json"]
+    job = submit_cli(client.ctx, argv, metadata={META["command"]: "tune", META["app"]: app, META["model"]: model},
+                     address=address, package=package, env=_env(env))
     emit(job, json, lambda j: stdout.print(f"submitted Ray job [bold]{j['job_id']}[/] ({j['status']}): {j['entrypoint']}"))
 
 

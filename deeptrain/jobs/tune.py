@@ -104,13 +104,16 @@ def _extremes(values: list[Any]) -> list[Any]:
     return values
 
 
-def plan_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
-             max_concurrent: int | None = None, metric: str | None = None, scheduler: str = "asha",
-             params: Mapping[str, Any] | None = None, num_workers: int = 1, dataset_version_id: str | None = None,
-             grace_period: int | None = None, reduction_factor: int = 2) -> dict[str, Any]:
-    """Check everything a run needs before any trial starts, then record the run (status ``running``)."""
-    from deeptrain.jobs.cluster import ensure_ray
+def check_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
+              metric: str | None = None, scheduler: str = "asha", params: Mapping[str, Any] | None = None,
+              num_workers: int = 1, dataset_version_id: str | None = None, grace_period: int | None = None,
+              reduction_factor: int = 2) -> tuple[str, dict[str, Any], train_job.TrainPlan]:
+    """Everything a run can be refused for without a Ray cluster: ``(metric, scheduler, plan)``.
 
+    ``deeptrain submit tune`` calls this on the submitting side, so a bad space fails there
+    and not in a job; the plan's dataset version (a snapshot when none is given) is the one
+    every trial trains on.
+    """
     model = model_service.get_model(ctx, app_id, model_id)
     template = get_template(model["task"], model["template"])
     params = dict(params or {})
@@ -148,15 +151,26 @@ def plan_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any],
                                                                          if max_t == 1 else ""))
     if reduction_factor < 2:
         raise InvalidInput(f"--reduction-factor must be >= 2, got {reduction_factor}")
+    return metric, {"name": scheduler, "time_attr": "epoch", "max_t": max_t, "grace_period": grace,
+                    "reduction_factor": reduction_factor}, plan
+
+
+def plan_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
+             max_concurrent: int | None = None, params: Mapping[str, Any] | None = None, num_workers: int = 1,
+             **options: Any) -> dict[str, Any]:
+    """Check everything a run needs before any trial starts (``check_run``, then what the connected
+    cluster can hold), then record the run (status ``running``)."""
+    from deeptrain.jobs.cluster import ensure_ray
+
+    metric, scheduler, plan = check_run(ctx, app_id, model_id, space, trials=trials, params=params,
+                                        num_workers=num_workers, **options)
     ensure_ray()
-    use_gpu = train_job.cluster_use_gpu(hyper.use_gpu)
+    use_gpu = train_job.cluster_use_gpu(HyperParams.model_validate(plan.params).use_gpu)
     concurrency = fit_concurrency(num_workers, use_gpu, max_concurrent, trials)
     return tune_runs.create_run(
         ctx, app_id, model_id, metric=metric, mode="max", space={n: describe_domain(d) for n, d in space.items()},
-        params=params, num_trials=trials, max_concurrent=concurrency, num_workers=num_workers,
-        scheduler={"name": scheduler, "time_attr": "epoch", "max_t": max_t, "grace_period": grace,
-                   "reduction_factor": reduction_factor},
-        dataset_version_id=plan.dataset_version_id)
+        params=dict(params or {}), num_trials=trials, max_concurrent=concurrency, num_workers=num_workers,
+        scheduler=scheduler, dataset_version_id=plan.dataset_version_id)
 
 
 # --- the trial driver (runs in Tune's trial actor) ------------------------------------------
