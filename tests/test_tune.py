@@ -196,6 +196,7 @@ def _assert_cluster_released(ray_cluster, timeout: float = 60) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.ray
+@pytest.mark.timeout(1800)  # 852 s measured, over the suite's 900 s default
 def test_asha_search_on_fashion_mnist_finds_a_clearly_better_lrate(request, tmp_path, ray_cluster, fashion_tune):
     from deeptrain.sdk import Client
     from tests.conftest import make_settings
