@@ -101,9 +101,9 @@ def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, pack
     runtime_env(package, job_env(client.ctx.settings, _env(env)))  # settings a cluster can use, before any snapshot
     app, model = given["app"], given["model"]
     if given["resume"]:
-        run = client.get_tune_run(app, model, given["resume"])
-        if run["status"] == "finished":
-            raise InvalidInput(f"tuning run {run['id']!r} is already finished")
+        from deeptrain.jobs.tune import check_resume
+
+        check_resume(client.ctx, app, model, given["resume"])
     else:
         if given["trials"] is None:
             raise InvalidInput("--trials is required: how many configurations to try")

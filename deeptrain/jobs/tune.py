@@ -377,16 +377,23 @@ def tune(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, 
     return tune_runs.run_summary(ctx, app_id, model_id, run["id"])
 
 
-def resume(ctx: Context, app_id: str, model_id: str, run_id: str, on_progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Continue an interrupted run: finished trials are kept, unfinished ones continue their versions."""
-    from deeptrain.jobs.cluster import ensure_ray
-
+def check_resume(ctx: Context, app_id: str, model_id: str, run_id: str) -> dict[str, Any]:
+    """The run to resume, refused when it is finished or left no Tune state (no Ray cluster needed)."""
     run = tune_runs.get_run(ctx, app_id, model_id, run_id)
     if run["status"] == "finished":
         raise InvalidInput(f"tuning run {run_id!r} is already finished")
     path = _experiment_path(ctx, run)
     if not ray_tune.Tuner.can_restore(path, storage_filesystem=ctx.storage.fs):
         raise InvalidInput(f"tuning run {run_id!r} left no Tune experiment state at {path} to resume from")
+    return run
+
+
+def resume(ctx: Context, app_id: str, model_id: str, run_id: str, on_progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Continue an interrupted run: finished trials are kept, unfinished ones continue their versions."""
+    from deeptrain.jobs.cluster import ensure_ray
+
+    run = check_resume(ctx, app_id, model_id, run_id)
+    path = _experiment_path(ctx, run)
     ensure_ray()
     tune_runs.update_run(ctx, app_id, model_id, run_id, status="running", error=None)
     # errored trials are real failures (recorded on their versions): they are not run again
