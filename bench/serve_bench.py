@@ -12,6 +12,11 @@ not matter here) at each ``--image-size``, served by ``deeptrain serve``'s Ray S
                  from C concurrent clients (asyncio + httpx) for C = 1, 8, 32; each level
                  bounded by --requests and --seconds (after a warm-up)
 
+  no-op Serve  : the same two Ray Serve hops (HTTP proxy -> FastAPI ingress -> a handle call to
+                 a second deployment, with the real app's actor options) doing no work at all,
+                 under the same load: what the serving path alone costs on this machine, the
+                 ceiling of any model behind it
+
 Targets (issue #7): images/s at C=32 >= 0.7 x bare batched; p50 at C=1 <= bare single + 15 ms.
 The load generator runs on the same cores as the server (it takes its share of them).
 
@@ -124,6 +129,49 @@ async def load(url: str, key: str, images: list[bytes], concurrency: int, reques
             "ips": len(latencies) / elapsed, "p50_ms": 1000 * _pct(latencies, 50), "p99_ms": 1000 * _pct(latencies, 99)}
 
 
+def noop_app():
+    """Gateway and Predictor stand-ins with the real deployments' actor options and no work."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    from serve.app import Gateway, Predictor
+
+    api = FastAPI()
+
+    @serve.deployment(ray_actor_options=Predictor.ray_actor_options,
+                      max_ongoing_requests=Predictor.max_ongoing_requests)
+    class NoopPredictor:
+        async def predict(self, size: int) -> int:
+            return size
+
+    @serve.deployment(ray_actor_options=Gateway.ray_actor_options, max_ongoing_requests=Gateway.max_ongoing_requests)
+    @serve.ingress(api)
+    class NoopGateway:
+        def __init__(self, predictor) -> None:
+            self.predictor = predictor
+
+        @api.post("/v2/apps/{app_id}/models/{model_id}/outputs")
+        async def outputs(self, app_id: str, model_id: str, body: dict) -> dict:
+            sizes = [len(i["data"]["image"]["base64"]) for i in body["inputs"]]
+            return {"outputs": await asyncio.gather(*(self.predictor.predict.remote(n) for n in sizes))}
+
+    return NoopGateway.bind(NoopPredictor.bind())
+
+
+def serve_floor(images: list[bytes], requests: int, seconds: float) -> list[dict]:
+    """The load levels against the no-op app (see the module docstring)."""
+    from ray import serve
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(noop_app(), name="floor", route_prefix="/")
+    try:
+        return [asyncio.run(load(f"http://127.0.0.1:{port}", "none", images, c, requests, seconds))
+                for c in CONCURRENCY]
+    finally:
+        serve.shutdown()
+
+
 def serving(work: Path, image_size: int, requests: int, seconds: float, rounds: int) -> tuple[dict, list[dict]]:
     from deeptrain.inference import predict_bytes  # noqa: F401  (imports torch before timing)
     from serve.app import start, stop
@@ -201,6 +249,8 @@ def main() -> None:
         write_fashion_mnist_folder(work / "train", "train", per_class=10)
         write_fashion_mnist_folder(work / "test", "test", per_class=10)
         results = {size: serving(work, size, args.requests, args.seconds, args.rounds) for size in args.image_size}
+        floor = serve_floor([p.read_bytes() for p in sorted((work / "test").rglob("*.png"))], args.requests,
+                            args.seconds)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
@@ -222,6 +272,13 @@ def main() -> None:
         ratio, overhead = c32["ips"] / base["batched_ips"], c1["p50_ms"] - base["single_p50_ms"]
         print(f"targets: C=32 throughput / bare batched = {ratio:.2f} (>= 0.7: {'met' if ratio >= 0.7 else 'MISSED'}); "
               f"C=1 p50 overhead = {overhead:.1f} ms (<= 15: {'met' if overhead <= 15 else 'MISSED'})")
+        print(f"ceiling: the no-op Serve app at C=32 = {floor[-1]['ips'] / base['batched_ips']:.2f} x bare batched; "
+              f"its C=1 p50 = {floor[0]['p50_ms']:.1f} ms of overhead with no work behind it")
+    print("\nno-op Serve app (same hops and actor options, no store, no decode, no model):")
+    print(f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'requests/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
+    for lv in floor:
+        print(f"{lv['concurrency']:>11} {lv['requests']:>8} {lv['errors']:>6} {lv['ips']:10.1f} {lv['p50_ms']:8.1f} "
+              f"{lv['p99_ms']:8.1f}")
     print(f"\nsearch: {found['vectors']:,} vectors of {found['dim']} dims (clustered), index {found['index']} "
           f"built in {found['build_s']:.1f}s: {found['qps']:.0f} queries/s one at a time through SearchIndex.query, "
           f"Recall@10 {found['recall@10']:.3f} vs exact; exact flat search {found['exact_qps']:.0f} queries/s")
