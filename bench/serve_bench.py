@@ -13,7 +13,7 @@ not matter here) at each ``--image-size``, served by ``deeptrain serve``'s Ray S
                  bounded by --requests and --seconds (after a warm-up)
 
   no-op Serve  : the same two Ray Serve hops (HTTP proxy -> FastAPI ingress -> a handle call to
-                 a second deployment, with the real app's actor options) doing no work at all,
+                 a second deployment, with the actor options the real app runs with here) doing no work at all,
                  under the same load: what the serving path alone costs on this machine, the
                  ceiling of any model behind it
 
@@ -53,6 +53,7 @@ from deeptrain.sdk import Client  # noqa: E402
 
 BATCH = 16  # serve.app.Predictor's max_batch_size
 CONCURRENCY = (1, 8, 32)
+PREDICTOR_CPUS = 0  # CPUs reserved for the Predictor replica here, in the real app and the no-op one alike
 
 
 def _free_port() -> int:
@@ -130,7 +131,7 @@ async def load(url: str, key: str, images: list[bytes], concurrency: int, reques
 
 
 def noop_app():
-    """Gateway and Predictor stand-ins with the real deployments' actor options and no work."""
+    """Gateway and Predictor stand-ins with the actor options the real app runs with here, and no work."""
     from fastapi import FastAPI
     from ray import serve
 
@@ -138,7 +139,7 @@ def noop_app():
 
     api = FastAPI()
 
-    @serve.deployment(ray_actor_options=Predictor.ray_actor_options,
+    @serve.deployment(ray_actor_options={"num_cpus": PREDICTOR_CPUS},
                       max_ongoing_requests=Predictor.max_ongoing_requests)
     class NoopPredictor:
         async def predict(self, size: int) -> int:
@@ -172,7 +173,8 @@ def serve_floor(images: list[bytes], requests: int, seconds: float) -> list[dict
         serve.shutdown()
 
 
-def serving(work: Path, image_size: int, requests: int, seconds: float, rounds: int) -> tuple[dict, list[dict]]:
+def serving(work: Path, images: list[bytes], image_size: int, requests: int, seconds: float,
+            rounds: int) -> tuple[dict, list[dict]]:
     from deeptrain.inference import predict_bytes  # noqa: F401  (imports torch before timing)
     from serve.app import start, stop
 
@@ -185,10 +187,9 @@ def serving(work: Path, image_size: int, requests: int, seconds: float, rounds: 
                          "lrate": 0.05})
     version = client.train("bench", "clf", workers=1)
     assert version["status"] == "trained", version["error"]
-    images = [p.read_bytes() for p in sorted((work / "test").rglob("*.png"))]
     base = bare(client.load_version("bench", "clf"), images, rounds)
     key = client.create_key("bench", ["predict"])["key"]
-    url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=0)
+    url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=PREDICTOR_CPUS)
     try:
         levels = [asyncio.run(load(url, key, images, c, requests, seconds)) for c in CONCURRENCY]
     finally:
@@ -248,9 +249,10 @@ def main() -> None:
     try:
         write_fashion_mnist_folder(work / "train", "train", per_class=10)
         write_fashion_mnist_folder(work / "test", "test", per_class=10)
-        results = {size: serving(work, size, args.requests, args.seconds, args.rounds) for size in args.image_size}
-        floor = serve_floor([p.read_bytes() for p in sorted((work / "test").rglob("*.png"))], args.requests,
-                            args.seconds)
+        images = [p.read_bytes() for p in sorted((work / "test").rglob("*.png"))]
+        results = {size: serving(work, images, size, args.requests, args.seconds, args.rounds)
+                   for size in args.image_size}
+        floor = serve_floor(images, args.requests, args.seconds)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -274,6 +274,7 @@ def test_submit_tune_refuses_a_bad_search_before_any_job(deployment):
         (["--space", "lrate=uniform:-1:1", "--trials", "2"], "lrate"),
         (["--space", "lrate=loguniform:1e-4:1e-1", "--trials", "2", "--metric", "map"], "metric 'map'"),
         (["--space", "lrate=loguniform:1e-4:1e-1"], "--trials is required"),
+        (["--resume", "nope", "--trials", "2"], "do not give --space or --trials"),
     ]:
         proc = run_cli(settings, "submit", "tune", "--address", address, "--json", APP, "badtune", *args)
         assert proc.returncode == 2, (args, proc.stdout + proc.stderr)

@@ -132,6 +132,7 @@ def test_cli_bad_tuning_requests_exit_2_with_json(local_settings, fashion_small)
         (["--space", "lrate=loguniform:1e-4:1e-1", "--trials", "2", "--metric", "recall@1"],
          "metric 'recall@1' is not one that classification reports"),
         (["--resume", "nope"], "tuning run 'nope' of model 'clf' does not exist"),
+        (["--resume", "nope", "--trials", "2"], "do not give --space or --trials"),
     ]:
         proc = run_cli(local_settings, "tune", "fashion", "clf", *args, "--json")
         assert proc.returncode in (2, 3), proc.stdout + proc.stderr

@@ -92,6 +92,7 @@ def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, pack
 
     The search is checked here first (space, metric, scheduler, the data), so bad input fails before any job
     exists; the dataset version is fixed at submission (a snapshot unless --dataset-version is given)."""
+    from deeptrain.cli.tune import check_run_args
     from deeptrain.jobs.submit import META, job_env, runtime_env, submit_cli
     from deeptrain.tune_space import parse_space
 
@@ -100,13 +101,12 @@ def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, pack
     client = Client()
     runtime_env(package, job_env(client.ctx.settings, _env(env)))  # settings a cluster can use, before any snapshot
     app, model = given["app"], given["model"]
+    check_run_args(given["resume"], given["space"], given["trials"])
     if given["resume"]:
         from deeptrain.jobs.tune import check_resume
 
         check_resume(client.ctx, app, model, given["resume"])
     else:
-        if given["trials"] is None:
-            raise InvalidInput("--trials is required: how many configurations to try")
         dataset_version = client.check_tune(
             app, model, parse_space(given["space"] or []), trials=given["trials"], metric=given["metric"],
             scheduler=given["scheduler"], params=_params(given["param"]), workers=given["workers"],

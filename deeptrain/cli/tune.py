@@ -79,14 +79,10 @@ def tune_command(
     from deeptrain.tune_space import parse_space
 
     client = Client()
+    check_run_args(resume, space, trials)
     if resume:
-        if space or trials:
-            raise InvalidInput("--resume continues a run with its own space and trials; "
-                               "do not give --space or --trials")
         metric_name = client.get_tune_run(app, model, resume)["metric"]
     else:
-        if trials is None:
-            raise InvalidInput("--trials is required: how many configurations to try")
         domains = parse_space(space or [])
     # Ray Tune prints its own banner to stdout; stdout is kept for the result (one JSON document with --json)
     with redirect_stdout(sys.stderr), Live(console=stderr, refresh_per_second=2, transient=json) as live:
@@ -108,6 +104,14 @@ def tune_command(
         run["promoted"] = client.promote_tune_best(app, model, run["id"])["default_version"]
     run["report"] = client.tune_report(app, model, run["id"])["path"] if run["trials"] else None
     emit(run, json, _render_run)
+
+
+def check_run_args(resume: str | None, space: list[str] | None, trials: int | None) -> None:
+    """A new run needs --trials; a resumed one brings its own space and trials (``tune`` and ``submit tune``)."""
+    if resume and (space or trials):
+        raise InvalidInput("--resume continues a run with its own space and trials; do not give --space or --trials")
+    if not resume and trials is None:
+        raise InvalidInput("--trials is required: how many configurations to try")
 
 
 @tune_runs_app.command("list")
