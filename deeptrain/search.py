@@ -33,7 +33,6 @@ gateway's) notice a new index.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -219,7 +218,11 @@ class SearchIndex:
 
 
 def _read_rows(data: bytes) -> dict[int, dict[str, Any]]:
-    table = pq.read_table(io.BytesIO(data))
+    # ParquetFile reads on this thread; pq.read_table's dataset scanner may drop the last reference to
+    # the source on one of Arrow's pool threads after it returns, and releasing Python bytes there needs the
+    # GIL, which a finalizing interpreter never gives back (the process aborts at exit: "terminate called
+    # without an active exception").
+    table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     return {int(r["label"]): {"input_id": r["input_id"], "sha256": r["sha256"], "concepts": list(r["concepts"] or [])}
             for r in table.to_pylist()}
 
@@ -232,9 +235,9 @@ def _rows_parquet(rows: dict[int, dict[str, Any]]) -> bytes:
         "sha256": pa.array([rows[k]["sha256"] for k in labels], pa.string()),
         "concepts": pa.array([rows[k]["concepts"] for k in labels], pa.list_(pa.string())),
     })
-    out = io.BytesIO()
+    out = pa.BufferOutputStream()
     pq.write_table(table, out)
-    return out.getvalue()
+    return out.getvalue().to_pybytes()
 
 
 def _load(ctx: Context, manifest: dict[str, Any]) -> SearchIndex:
