@@ -93,12 +93,12 @@ def local_client(local_settings) -> Client:
     return Client(local_settings)
 
 
-def run_cli(settings: Settings, *args: str, check: bool = False, env: dict | None = None,
+def run_cli(settings: Settings, *args: str, check: bool = False, env: dict | None = None, timeout: float = 600,
             **kwargs) -> subprocess.CompletedProcess:
     """Run the real ``deeptrain`` command in a subprocess with these settings."""
     full_env = {**os.environ, **settings.as_env(), **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "deeptrain.cli.main", *args], env=full_env,
-                          capture_output=True, text=True, timeout=600, **kwargs)
+                          capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"deeptrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -31,7 +31,7 @@ APP = "fashion"
 PARAMS = {"image_size": 32, "num_epochs": 2, "batch_size": 20, "num_items_per_epoch": 40, "lrate": 0.05,
           "init_epochs": 1, "step_epochs": 1}
 TEMPLATE = "InceptionBatchNorm"
-JOB_TIMEOUT = "600"
+JOB_TIMEOUT = 1200  # seconds; a 2-trial search as a job took over 600 s on a slow 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,8 @@ def _submit(settings, cluster, model: str, *args: str, **run_kwargs) -> dict:
 
 
 def _wait(settings, cluster, job_id: str):
-    proc = run_cli(settings, "jobs", "wait", job_id, "--address", cluster.dashboard_url, "--timeout", JOB_TIMEOUT,
-                   "--json")
+    proc = run_cli(settings, "jobs", "wait", job_id, "--address", cluster.dashboard_url, "--timeout", str(JOB_TIMEOUT),
+                   "--json", timeout=JOB_TIMEOUT + 60)
     return proc.returncode, json.loads(proc.stdout)
 
 
@@ -227,6 +227,7 @@ def test_stopping_a_job_cancels_its_version(cluster, deployment):
     assert version["status"] == "cancelled" and version["error"] == f"Ray job {job_id} was stopped"
 
 
+@pytest.mark.timeout(JOB_TIMEOUT + 300)
 def test_submit_tune_runs_the_search_as_a_job(cluster, deployment):
     """``deeptrain submit tune``: the search runs on the cluster as one Ray Job, each trial a version that
     records the job; the run, its trials and its report land in PostgreSQL and S3."""
