@@ -314,6 +314,18 @@ def _served_regions(http, version_id: str, data: bytes, **config) -> list[dict]:
     return _regions(r.json())
 
 
+def _assert_same_regions(got: list, ref: list, same) -> None:
+    """Each region of ``got`` is ``same`` as its own region of ``ref``. Matched, not zipped: regions are
+    ranked by score, and scores that tie within the tolerance (a barely trained detector has many) may
+    come out in either order from a batched and a single forward."""
+    assert len(got) == len(ref) > 0
+    unmatched = list(ref)
+    for g in got:
+        match = next((r for r in unmatched if same(g, r)), None)
+        assert match is not None, (g, unmatched)
+        unmatched.remove(match)
+
+
 def _raw_detections(client, version_id: str, data: bytes):
     """The model's own output in the preprocessed frame (pixels of the resized image), and that frame's size."""
     import io
@@ -349,16 +361,19 @@ def test_detection_boxes_map_back_to_the_original_pixels(served, detector):
         width, height = Image.open(io.BytesIO(images[name])).size
         det, (rw, rh) = _raw_detections(client, version["id"], images[name])
         served_regions = _served_regions(http, version["id"], images[name], min_value=0.0)
-        assert len(served_regions) == len(det["boxes"]) > 0
         if name == "wide":
             assert (rw, rh) == (width, height) == (160, 96)
-        for region, box, score in zip(served_regions, det["boxes"].tolist(), det["scores"].tolist()):
-            x0, y0, x1, y1 = (min(max(v, 0.0), side) * full / side
-                              for v, side, full in zip(box, (rw, rh, rw, rh), (width, height, width, height)))
+        raw = [(tuple(min(max(v, 0.0), side) * full / side
+                      for v, side, full in zip(box, (rw, rh, rw, rh), (width, height, width, height))), score)
+               for box, score in zip(det["boxes"].tolist(), det["scores"].tolist())]
+
+        def same(region: dict, ref: tuple) -> bool:
             b = region["box"]
             got = (b["left_col"] * width, b["top_row"] * height, b["right_col"] * width, b["bottom_row"] * height)
-            assert got == pytest.approx((x0, y0, x1, y1), abs=1e-3), name
-            assert region["value"] == pytest.approx(score, abs=1e-6) and region["concept"] == "tree"
+            return (got == pytest.approx(ref[0], abs=1e-3) and region["value"] == pytest.approx(ref[1], abs=1e-6)
+                    and region["concept"] == "tree")
+
+        _assert_same_regions(served_regions, raw, same)
 
 
 def test_detection_equals_the_offline_paths(served, detector):
@@ -384,15 +399,8 @@ def test_detection_equals_the_offline_paths(served, detector):
                    "--threshold", "0", "--json", check=True)
     for (name, data), offline in zip(images.items(), json.loads(proc.stdout)):
         served_regions = _served_regions(http, version["id"], data, min_value=0.0)
-        assert len(served_regions) == len(offline["regions"]) > 0, name
-        # matched, not zipped: regions are ranked by score, and scores that tie within the tolerance (a barely
-        # trained detector has many) may come out in either order from a batched and a single forward
-        unmatched = list(offline["regions"])
-        for s in served_regions:
-            same = [o for o in unmatched if s["box"] == pytest.approx(o["bounding_box"], abs=1e-5)
-                    and s["value"] == pytest.approx(o["value"], abs=1e-5)]
-            assert same, (name, s, unmatched)
-            unmatched.remove(same[0])
+        _assert_same_regions(served_regions, offline["regions"], lambda s, o: (
+            s["box"] == pytest.approx(o["bounding_box"], abs=1e-5) and s["value"] == pytest.approx(o["value"], abs=1e-5)))
 
     loaded = client.load_version("fashion", "det", version["id"])
     size = loaded.params.image_size
@@ -463,9 +471,8 @@ def test_workflow_detect_then_classify_each_region(served, detector):
     assert classified["model"] == {"id": "clf", "model_version": {"id": clf_version["id"]}}
     regions = detected["data"]["regions"]
     alone = _served_regions(http, version["id"], data)  # what the detector alone returns
-    assert 0 < len(regions) == len(alone)
-    for got, ref in zip(_regions({"outputs": [detected]}), alone):
-        assert got["box"] == pytest.approx(ref["box"], abs=1e-6) and got["value"] == pytest.approx(ref["value"], abs=1e-6)
+    _assert_same_regions(_regions({"outputs": [detected]}), alone, lambda got, ref: (
+        got["box"] == pytest.approx(ref["box"], abs=1e-6) and got["value"] == pytest.approx(ref["value"], abs=1e-6)))
     crops = [_crop(data, x["region_info"]["bounding_box"]) for x in regions]
     offline = client.predict("fashion", "clf", crops, version_id=clf_version["id"], top_k=3)
     assert len(classified["data"]["regions"]) == len(regions)
@@ -477,11 +484,10 @@ def test_workflow_detect_then_classify_each_region(served, detector):
     # the SDK runs the same orchestration locally
     [local] = client.run_workflow("fashion", "trees", [data], top_k=3)
     assert [o["model_id"] for o in local["outputs"]] == ["det", "clf"]
-    assert len(local["outputs"][1]["regions"]) == len(regions)
-    for got, ref in zip(local["outputs"][1]["regions"], classified["data"]["regions"]):
-        assert got["bounding_box"] == pytest.approx(ref["region_info"]["bounding_box"], abs=1e-5)
-        assert [c["value"] for c in got["concepts"]] == pytest.approx([c["value"] for c in ref["data"]["concepts"]],
-                                                                      abs=1e-5)
+    _assert_same_regions(local["outputs"][1]["regions"], classified["data"]["regions"], lambda got, ref: (
+        got["bounding_box"] == pytest.approx(ref["region_info"]["bounding_box"], abs=1e-5)
+        and [c["value"] for c in got["concepts"]] == pytest.approx([c["value"] for c in ref["data"]["concepts"]],
+                                                                   abs=1e-5)))
 
 
 def test_workflow_errors_and_no_regions(served, detector):
