@@ -119,6 +119,27 @@ def test_one_and_two_workers_give_matching_loss_curves(local_client, ray_cluster
     assert curves[0][-1] < curves[0][0] and curves[1][-1] < curves[1][0]
 
 
+def test_cached_and_streamed_input_train_alike(local_client, ray_cluster, fashion_small, monkeypatch):
+    """Small splits are kept in the object store after one decode; a run that streams them from storage
+    every epoch (what larger data sets do) sees the same rows in the same order: same losses, same metrics."""
+    from deeptrain.jobs import train as train_job
+
+    c = local_client
+    import_fashion(c, fashion_small)
+    c.create_model("fashion", "clf", "classification", "ResNext", {**TINY, "num_epochs": 2, "seed": 3})
+    cached = c.train("fashion", "clf", workers=1)
+    monkeypatch.setattr(train_job, "DATA_CACHE_FRACTION", 0.0)
+    streamed = c.train("fashion", "clf", workers=1, dataset_version=cached["dataset_version_id"])
+    runs = {"cached": cached, "streamed": streamed}
+    for mode, v in runs.items():
+        assert v["status"] == "trained", v["error"]
+        assert v["progress"]["input"]["mode"] == mode
+        assert v["progress"]["input"]["bytes"] == 250 * (32 * 32 * 3 + 8 + 4 * 10)
+    print({mode: [round(h["data_wait_s"], 2) for h in v["progress"]["history"]] for mode, v in runs.items()})
+    assert [h["train_loss"] for h in streamed["progress"]["history"]] == \
+        pytest.approx([h["train_loss"] for h in cached["progress"]["history"]], rel=1e-6)
+    assert streamed["metrics"]["top1"] == pytest.approx(cached["metrics"]["top1"], abs=1e-9)
+
 
 def test_use_gpu_is_decided_from_the_cluster(ray_cluster):
     from deeptrain.jobs.train import cluster_use_gpu

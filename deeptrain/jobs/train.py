@@ -36,6 +36,12 @@ from deeptrain.training.preprocess import Preprocessor, canvas_size
 MAX_BOXES = 512
 CPU_PER_WORKER = float(os.environ.get("DEEPTRAIN_CPU_PER_WORKER", 0.5))
 MAX_FAILURES = int(os.environ.get("DEEPTRAIN_MAX_FAILURES", 2))
+# the preprocessed splits are kept in Ray's object store when together they take at most this
+# fraction of it (0 = always stream them from storage)
+DATA_CACHE_FRACTION = float(os.environ.get("DEEPTRAIN_DATA_CACHE_FRACTION", 0.2))
+# Ray Train's controller polls its workers this often (Ray's default, 2 s, is also how long a
+# finished run can wait before it returns)
+HEALTH_CHECK_INTERVAL_S = "0.5"
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -173,7 +179,29 @@ class _KeepLabelled:
         return {k: v[keep] for k, v in batch.items()}
 
 
-def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, split: str):
+def preprocessed_bytes(task: str, plan: TrainPlan) -> int:
+    """Object-store size of both splits after ``Preprocessor``: per row the uint8 canvas and the label arrays."""
+    labels = plan.max_boxes * (4 * 4 + 8) if task == "detection" else 4 * len(plan.concepts)
+    return (plan.num_train + plan.num_test) * (plan.canvas * plan.canvas * 3 + 2 * 4 + labels)
+
+
+def cache_input(task: str, plan: TrainPlan) -> dict[str, Any]:
+    """Whether a run keeps its preprocessed splits in Ray's object store, decided on the cluster it runs on.
+
+    Cached, the splits are read and decoded once per run; streamed, every epoch and every
+    evaluation reads the Parquet files and decodes the images again, and each of those Ray Data
+    executions first spends seconds starting up (listing files, scheduling its tasks).
+    """
+    import ray
+
+    size = preprocessed_bytes(task, plan)
+    budget = DATA_CACHE_FRACTION * ray.cluster_resources().get("object_store_memory", 0)
+    return {"mode": "cached" if size <= budget else "streamed", "bytes": size, "budget_bytes": int(budget)}
+
+
+def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, split: str, cached: bool = False):
+    """The split's rows, decoded and resized, as a Ray Dataset; ``cached``: computed now and kept in the object
+    store (in the dataset's row order, as a streamed run would see it)."""
     import ray.data
 
     params = HyperParams.model_validate(plan.params)
@@ -185,7 +213,11 @@ def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, spl
         ds = ds.map_batches(_KeepLabelled(plan.class_map), batch_format="numpy")
     pre = Preprocessor(task=task, image_size=params.image_size, canvas=plan.canvas, class_map=plan.class_map,
                        num_classes=len(plan.concepts), max_boxes=plan.max_boxes if task == "detection" else 0)
-    return ds.map_batches(pre, batch_format="numpy", batch_size=64)
+    ds = ds.map_batches(pre, batch_format="numpy", batch_size=64)
+    if not cached:
+        return ds
+    ds.context.execution_options.preserve_order = True
+    return ds.materialize()
 
 
 # --- worker side -----------------------------------------------------------------------
@@ -245,7 +277,7 @@ class RayHost:
 
     PROGRESS_EVERY_S = 1.0
 
-    def __init__(self, settings_env: dict[str, str], version: tuple[str, str, str]):
+    def __init__(self, settings_env: dict[str, str], version: tuple[str, str, str], input_pipeline: dict[str, Any]):
         import ray.train
 
         context = ray.train.get_context()
@@ -257,6 +289,7 @@ class RayHost:
         self._settings_env = settings_env
         self._ctx: Context | None = None
         self._last_progress = 0.0
+        self.input_pipeline = input_pipeline
         self.workers = self._placement()
 
     def _placement(self) -> list[dict[str, Any]]:
@@ -321,7 +354,8 @@ class RayHost:
         now = time.monotonic()
         if now - self._last_progress >= self.PROGRESS_EVERY_S:
             self._last_progress = now
-            model_service.update_progress(self.ctx, *self.version, {**info, "workers": self.workers})
+            model_service.update_progress(self.ctx, *self.version,
+                                          {**info, "workers": self.workers, "input": self.input_pipeline})
 
     def should_stop(self) -> bool:
         flag = 1.0 if self.rank == 0 and model_service.cancel_requested(self.ctx, *self.version) else 0.0
@@ -333,7 +367,7 @@ def ray_train_loop(config: dict[str, Any]) -> None:
     from deeptrain.training.loop import TrainSpec, run_training
 
     spec = TrainSpec(**config["spec"])
-    host = RayHost(config["settings_env"], tuple(config["version"]))
+    host = RayHost(config["settings_env"], tuple(config["version"]), config["input"])
     params = spec.hyper
     data = RayData(spec, params.seed, params.batch_size // host.world_size)
     run_training(spec, data, host)
@@ -391,22 +425,26 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
         from deeptrain.training.loop import TrainSpec
 
         ensure_ray()
+        os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)  # read by fit()
         scaling = scaling_config(params, WorkerResources(**plan.resources))
         # the workers use exactly what was reserved for them
         spec = TrainSpec(task=model["task"], template=model["template"], params={**plan.params, "use_gpu": scaling.use_gpu},
                          concept_ids=plan.concepts, steps_per_epoch=plan.steps_per_epoch, world_size=params.num_workers)
         env = worker_env(ctx.settings.as_env())
+        pipeline = cache_input(model["task"], plan)
+        datasets = {split: build_ray_dataset(ctx, app_id, model["task"], plan, split, pipeline["mode"] == "cached")
+                    for split in ("train", "test")}
         trainer = TorchTrainer(
             ray_train_loop,
-            train_loop_config={"spec": spec.as_dict(), "settings_env": ctx.settings.as_env(), "version": list(key)},
+            train_loop_config={"spec": spec.as_dict(), "settings_env": ctx.settings.as_env(), "version": list(key),
+                               "input": pipeline},
             scaling_config=scaling,
             run_config=ray.train.RunConfig(
                 name="ray", storage_path=ctx.storage.path(prefix), storage_filesystem=ctx.storage.fs,
                 failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                 worker_runtime_env={"env_vars": env}, callbacks=list(callbacks or [])),
-            datasets={"train": build_ray_dataset(ctx, app_id, model["task"], plan, "train"),
-                      "test": build_ray_dataset(ctx, app_id, model["task"], plan, "test")},
+            datasets=datasets,
             # preserve_order: with a seeded local shuffle, one worker sees the same batches on every run,
             # so a resumed run repeats an uninterrupted one
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"],
