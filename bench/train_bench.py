@@ -32,7 +32,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from deeptrain.config import Settings  # noqa: E402
-from deeptrain.jobs import train as train_job  # noqa: E402
 from deeptrain.jobs.train import worker_torch_threads  # noqa: E402
 from deeptrain.params import resolve_params  # noqa: E402
 from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
@@ -67,15 +66,18 @@ def pipeline(client: Client, workers: int, image_size: int, batch: int, epochs: 
     """The last epoch's record of a real training run, with the run's wall time (``wall_s``)."""
     model = f"bench-{workers}w-{'cached' if cache else 'streamed'}"
     client.create_model("bench", model, *TEMPLATE, {"image_size": image_size})
-    fraction = train_job.DATA_CACHE_FRACTION
-    train_job.DATA_CACHE_FRACTION = fraction if cache else 0.0
+    fraction = os.environ.get("DEEPTRAIN_DATA_CACHE_FRACTION")
+    if not cache:
+        os.environ["DEEPTRAIN_DATA_CACHE_FRACTION"] = "0"
     try:
         start = time.perf_counter()
         v = client.train("bench", model, {"num_epochs": epochs, "batch_size": batch, "lrate": 0.05,
                                           "test_freq": epochs}, workers=workers)
         wall = time.perf_counter() - start
     finally:
-        train_job.DATA_CACHE_FRACTION = fraction
+        os.environ.pop("DEEPTRAIN_DATA_CACHE_FRACTION", None)
+        if fraction is not None:
+            os.environ["DEEPTRAIN_DATA_CACHE_FRACTION"] = fraction
     assert v["status"] == "trained", v["error"]
     assert v["progress"]["input"]["mode"] == ("cached" if cache else "streamed"), v["progress"]["input"]
     return {**v["progress"]["history"][-1], "wall_s": wall}

@@ -122,13 +122,11 @@ def test_one_and_two_workers_give_matching_loss_curves(local_client, ray_cluster
 def test_cached_and_streamed_input_train_alike(local_client, ray_cluster, fashion_small, monkeypatch):
     """Small splits are kept in the object store after one decode; a run that streams them from storage
     every epoch (what larger data sets do) sees the same rows in the same order: same losses, same metrics."""
-    from deeptrain.jobs import train as train_job
-
     c = local_client
     import_fashion(c, fashion_small)
     c.create_model("fashion", "clf", "classification", "ResNext", {**TINY, "num_epochs": 2, "seed": 3})
     cached = c.train("fashion", "clf", workers=1)
-    monkeypatch.setattr(train_job, "DATA_CACHE_FRACTION", 0.0)
+    monkeypatch.setenv("DEEPTRAIN_DATA_CACHE_FRACTION", "0")
     streamed = c.train("fashion", "clf", workers=1, dataset_version=cached["dataset_version_id"])
     runs = {"cached": cached, "streamed": streamed}
     for mode, v in runs.items():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 
 EXPORTED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "DEEPTRAIN_TORCH_THREADS")
+                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "DEEPTRAIN_TORCH_THREADS",
+                "DEEPTRAIN_DATA_CACHE_FRACTION")
 
 
 def worker_env(settings_env: dict[str, str]) -> dict[str, str]:

@@ -36,9 +36,6 @@ from deeptrain.training.preprocess import Preprocessor, canvas_size
 MAX_BOXES = 512
 CPU_PER_WORKER = float(os.environ.get("DEEPTRAIN_CPU_PER_WORKER", 0.5))
 MAX_FAILURES = int(os.environ.get("DEEPTRAIN_MAX_FAILURES", 2))
-# the preprocessed splits are kept in Ray's object store when together they take at most this
-# fraction of it (0 = always stream them from storage)
-DATA_CACHE_FRACTION = float(os.environ.get("DEEPTRAIN_DATA_CACHE_FRACTION", 0.2))
 # Ray Train's controller polls its workers this often (Ray's default, 2 s, is also how long a
 # finished run can wait before it returns)
 HEALTH_CHECK_INTERVAL_S = "0.5"
@@ -186,7 +183,8 @@ def preprocessed_bytes(task: str, plan: TrainPlan) -> int:
 
 
 def cache_input(task: str, plan: TrainPlan) -> dict[str, Any]:
-    """Whether a run keeps its preprocessed splits in Ray's object store, decided on the cluster it runs on.
+    """Whether a run keeps its preprocessed splits in Ray's object store, decided on the cluster it runs on:
+    when together they take at most ``DEEPTRAIN_DATA_CACHE_FRACTION`` (0.2) of it; 0 streams always.
 
     Cached, the splits are read and decoded once per run; streamed, every epoch and every
     evaluation reads the Parquet files and decodes the images again, and each of those Ray Data
@@ -195,13 +193,14 @@ def cache_input(task: str, plan: TrainPlan) -> dict[str, Any]:
     import ray
 
     size = preprocessed_bytes(task, plan)
-    budget = DATA_CACHE_FRACTION * ray.cluster_resources().get("object_store_memory", 0)
+    # read here, not at import: a Tune trial's process sets the tuning driver's variables when its trial starts
+    fraction = float(os.environ.get("DEEPTRAIN_DATA_CACHE_FRACTION", 0.2))
+    budget = fraction * ray.cluster_resources().get("object_store_memory", 0)
     return {"mode": "cached" if size <= budget else "streamed", "bytes": size, "budget_bytes": int(budget)}
 
 
-def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, split: str, cached: bool = False):
-    """The split's rows, decoded and resized, as a Ray Dataset; ``cached``: computed now and kept in the object
-    store (in the dataset's row order, as a streamed run would see it)."""
+def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, split: str):
+    """The split's rows, decoded and resized in ``map_batches``, as a (lazy) Ray Dataset."""
     import ray.data
 
     params = HyperParams.model_validate(plan.params)
@@ -213,11 +212,21 @@ def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, spl
         ds = ds.map_batches(_KeepLabelled(plan.class_map), batch_format="numpy")
     pre = Preprocessor(task=task, image_size=params.image_size, canvas=plan.canvas, class_map=plan.class_map,
                        num_classes=len(plan.concepts), max_boxes=plan.max_boxes if task == "detection" else 0)
-    ds = ds.map_batches(pre, batch_format="numpy", batch_size=64)
+    return ds.map_batches(pre, batch_format="numpy", batch_size=64)
+
+
+def input_datasets(ctx: Context, app_id: str, task: str, plan: TrainPlan, cached: bool) -> dict[str, Any]:
+    """The training and test splits; ``cached``: computed now, both at once (each Ray Data execution spends
+    most of its time starting up), and kept in the object store in row order, as a streamed run sees them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    splits = {split: build_ray_dataset(ctx, app_id, task, plan, split) for split in ("train", "test")}
     if not cached:
-        return ds
-    ds.context.execution_options.preserve_order = True
-    return ds.materialize()
+        return splits
+    for ds in splits.values():
+        ds.context.execution_options.preserve_order = True
+    with ThreadPoolExecutor(len(splits)) as pool:
+        return dict(zip(splits, pool.map(lambda ds: ds.materialize(), splits.values())))
 
 
 # --- worker side -----------------------------------------------------------------------
@@ -432,8 +441,7 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
                          concept_ids=plan.concepts, steps_per_epoch=plan.steps_per_epoch, world_size=params.num_workers)
         env = worker_env(ctx.settings.as_env())
         pipeline = cache_input(model["task"], plan)
-        datasets = {split: build_ray_dataset(ctx, app_id, model["task"], plan, split, pipeline["mode"] == "cached")
-                    for split in ("train", "test")}
+        datasets = input_datasets(ctx, app_id, model["task"], plan, pipeline["mode"] == "cached")
         trainer = TorchTrainer(
             ray_train_loop,
             train_loop_config={"spec": spec.as_dict(), "settings_env": ctx.settings.as_env(), "version": list(key),
