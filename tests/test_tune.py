@@ -105,7 +105,8 @@ def test_bad_tuning_requests_are_refused_before_any_trial(local_client, ray_clus
         (dict(space={"batch_size": tune.choice([20, 400])}), "can sample 400, which cannot train: batch_size 400 is "
                                                              "larger than the 200 training items"),
         (dict(space=space, metric="map"), "metric 'map' is not one that classification reports; use one of top1"),
-        (dict(space=space, max_concurrent=2), "--max-concurrent 2 does not fit: a trial takes 1.5 CPUs"),
+        (dict(space=space, max_concurrent=3), "--max-concurrent 3 does not fit: a trial takes 1 CPUs (1 worker(s) x "
+                                              "0.5 + 0.5 for its Ray Data tasks), the workers of all trials leave at least 1 CPU"),
         (dict(space=space, workers=4), "not even one trial fits"),
         (dict(space=space, scheduler="pbt"), "unknown scheduler 'pbt'"),
         (dict(space=space, grace_period=2), "--grace-period 2 must be at least 1 and below the number of epochs (2)"),
@@ -208,8 +209,10 @@ def test_asha_search_on_fashion_mnist_finds_a_clearly_better_lrate(request, tmp_
     import_fashion(c, fashion_tune)
     c.create_model("fashion", "clf", "classification", "ResNext", ASHA_PARAMS)
     live = []
+    # one trial at a time: ASHA then judges each trial against the same earlier ones on every run (2 fit here,
+    # and which of two concurrent trials reaches a rung first depends on timing)
     run = c.tune("fashion", "clf", parse_space(ASHA_SPACE), trials=8, grace_period=1, reduction_factor=2,
-                 on_progress=live.append)
+                 max_concurrent=1, on_progress=live.append)
     json.dumps(run)  # what `tune --json` prints
     assert run["status"] == "finished" and run["max_concurrent"] == 1 and len(run["trials"]) == 8
     trials = run["trials"]
@@ -265,7 +268,11 @@ RESUME_PARAMS = {"image_size": 32, "num_epochs": 1, "batch_size": 20}
 @pytest.mark.slow
 @pytest.mark.ray
 def test_killed_tuning_driver_resumes_without_rerunning_finished_trials(local_settings, ray_cluster, fashion_small):
-    """Kill ``deeptrain tune`` after two of three trials finished; ``--resume`` runs only the rest."""
+    """Kill ``deeptrain tune`` after two of three trials finished; ``--resume`` runs only the rest.
+
+    Two trials run at once (what fits on 2 CPUs) with their input streamed from storage every epoch,
+    not cached: the trials' workers must leave a CPU to both trials' Ray Data tasks, or they wait forever.
+    """
     import os
     import signal
     import subprocess
@@ -277,7 +284,8 @@ def test_killed_tuning_driver_resumes_without_rerunning_finished_trials(local_se
     c = Client(local_settings)
     import_fashion(c, fashion_small)
     c.create_model("fashion", "clf", "classification", "ResNext", RESUME_PARAMS)
-    env = {**os.environ, **local_settings.as_env(), "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    env = {**os.environ, **local_settings.as_env(), "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address,
+           "DEEPTRAIN_DATA_CACHE_FRACTION": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "deeptrain.cli.main", "tune", "fashion", "clf", "--space",
                              "lrate=loguniform:1e-3:1e-1", "--trials", "3", "--scheduler", "fifo", "--json"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -296,8 +304,9 @@ def test_killed_tuning_driver_resumes_without_rerunning_finished_trials(local_se
     assert len(before) == 2, "the tuning driver did not finish two trials before it was killed"
     _assert_cluster_released(ray_cluster)
 
+    assert run["max_concurrent"] == 2
     proc = run_cli(local_settings, "tune", "fashion", "clf", "--resume", run["id"], "--json",
-                   env={"RAY_ADDRESS": env["RAY_ADDRESS"]})
+                   env={k: env[k] for k in ("RAY_ADDRESS", "DEEPTRAIN_DATA_CACHE_FRACTION")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     resumed = json.loads(proc.stdout)  # exactly one JSON document on stdout
     assert resumed["id"] == run["id"] and resumed["status"] == "finished" and len(resumed["trials"]) == 3
@@ -310,6 +319,7 @@ def test_killed_tuning_driver_resumes_without_rerunning_finished_trials(local_se
     assert rest["status"] == "trained" and rest["epochs"] == 1
     print(f"resume: {len(before)} trials finished before the kill kept (1 training each); the third trained "
           f"{rest['runs']} time(s) (2 = started before the kill, continued from its checkpoint)")
-    assert len(c.list_versions("fashion", "clf")) == 3
+    versions = c.list_versions("fashion", "clf")
+    assert len(versions) == 3 and {v["progress"]["input"]["mode"] for v in versions} == {"streamed"}
     assert resumed["best"]["version_id"] in by_version
     _assert_cluster_released(ray_cluster)

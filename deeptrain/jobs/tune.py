@@ -9,9 +9,10 @@ evaluated, so the scheduler (ASHA, ``time_attr="epoch"``) compares fresh test me
 
 Resources: a trial's driver reserves no CPU (a tiny memory bundle only), its Train
 workers reserve ``num_workers x CPU_PER_WORKER`` CPUs of their own, and each running
-trial counts one more CPU for the Ray Data tasks that decode its images; the number of
-concurrent trials is what fits in the cluster under those rules (one at a time on two
-cores), and asking for more is refused before any trial starts.
+trial counts a share of the CPUs left to the Ray Data tasks that decode its images, of
+which at least one whole CPU always stays free; the number of concurrent trials is what
+fits in the cluster under those rules (two single-worker trials on two cores), and asking
+for more is refused before any trial starts.
 
 Early stopping: when ASHA stops a trial, Tune ends its driver (and with it the Train
 run); the tuning driver then writes that version's artifacts from the checkpoint ASHA
@@ -44,7 +45,7 @@ from deeptrain.training.metrics import TASK_METRICS
 from deeptrain.tune_space import check_space, describe_domain
 
 TRIAL_DRIVER_RESOURCES = {"memory": 1 << 20}  # a bundle needs some resource; CPU would starve Ray Data
-DATA_CPU_PER_TRIAL = 1.0  # what a trial's Ray Data tasks (one CPU each) need besides its workers
+DATA_CPU_PER_TRIAL = 0.5  # each running trial's share of the CPUs its Ray Data tasks run on, besides its workers
 SCHEDULERS = ("asha", "fifo")
 EXPERIMENT = "ray"  # the Tune experiment's folder under the run's storage prefix
 ProgressFn = Callable[[list[dict[str, Any]]], None]
@@ -71,18 +72,22 @@ def fit_concurrency(num_workers: int, use_gpu: bool, requested: int | None, tria
     """Trials that can run at once on the connected cluster; refuses a request that cannot fit.
 
     A trial holds its workers' CPUs (``num_workers x CPU_PER_WORKER``, reserved by Ray Train)
-    and needs ``DATA_CPU_PER_TRIAL`` more for the Ray Data tasks that decode its images (one
-    CPU each, launched while it trains). Counting that CPU per trial keeps every trial's
-    input pipeline able to run even while a finished trial's workers are still being released.
+    and counts ``DATA_CPU_PER_TRIAL`` more for the Ray Data tasks that decode its images.
+    Those tasks take a whole CPU each and are not reserved ahead, so the workers of all
+    running trials together must always leave at least one CPU free: otherwise a trial whose
+    input is streamed would wait forever for its next batch.
     """
     import ray
 
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    per_trial = num_workers * train_job.CPU_PER_WORKER + DATA_CPU_PER_TRIAL
-    fit = math.floor(cpus / per_trial + 1e-9)
-    rule = (f"a trial takes {per_trial:g} CPUs ({num_workers} worker(s) x {train_job.CPU_PER_WORKER:g} + "
-            f"{DATA_CPU_PER_TRIAL:g} for its Ray Data tasks) and the cluster has {cpus:g}")
+    workers_cpus = num_workers * train_job.CPU_PER_WORKER
+    fit = math.floor(cpus / (workers_cpus + DATA_CPU_PER_TRIAL) + 1e-9)
+    if workers_cpus > 0:
+        fit = min(fit, math.floor((cpus - 1) / workers_cpus + 1e-9))
+    rule = (f"a trial takes {workers_cpus + DATA_CPU_PER_TRIAL:g} CPUs ({num_workers} worker(s) x "
+            f"{train_job.CPU_PER_WORKER:g} + {DATA_CPU_PER_TRIAL:g} for its Ray Data tasks), the workers of all "
+            f"trials leave at least 1 CPU to those tasks, and the cluster has {cpus:g}")
     if use_gpu:
         fit = min(fit, math.floor(gpus / num_workers))
         rule += f" CPUs and {gpus:g} GPUs (one per worker)"
@@ -285,12 +290,17 @@ class Recorder(ray_tune.Callback):
         for trial in trials:
             if trial.status == "TERMINATED":
                 _finish_stopped(driver.ctx, driver.run, trial.trial_id, trial.last_result or {})
+        self._draw(driver, trials)  # the final table, however soon after the last one
 
     def on_step_end(self, iteration, trials, **info):
         driver = _DRIVERS[self.run_id]
-        now = time.monotonic()
-        if driver.on_progress is not None and now - driver.last_draw >= 0.5:
-            driver.last_draw = now
+        if time.monotonic() - driver.last_draw >= 0.5:
+            self._draw(driver, trials)
+
+    @staticmethod
+    def _draw(driver: _Driver, trials) -> None:
+        if driver.on_progress is not None:
+            driver.last_draw = time.monotonic()
             run = driver.run
             driver.on_progress(_progress_rows(trials, run["metric"], list(run["space"]), run["scheduler"]["max_t"]))
 
