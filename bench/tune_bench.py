@@ -1,13 +1,14 @@
 """Tuning overhead: N trials through Ray Tune vs the same N trainings run back to back, in one run.
 
   tune   : ``client.tune`` with N trials (FIFO scheduler: no early stopping, so both sides
-           train exactly the same epochs), as many at once as the cluster fits.
+           train exactly the same epochs), once one trial at a time and once as many at
+           once as the cluster fits (when that is more than one).
   direct : ``client.train`` once per trial, one after another, with the params each
            trial used (read back from its model version), on the same Ray cluster.
 
-The ratio tune/direct is what Tune adds per search (trial actors, experiment state,
-report, the driver function around each TorchTrainer); on a machine that fits one
-trial at a time it is pure overhead, elsewhere concurrency can bring it below 1.
+The ratio tune (one at a time) / direct is what Tune adds per search (trial actors,
+experiment state, report, the driver function around each TorchTrainer); concurrent
+trials can bring it below 1 where the cluster has CPUs to spare.
 
     python bench/tune_bench.py [--trials 3] [--images 500] [--epochs 2]
 """
@@ -53,11 +54,14 @@ def main() -> None:
         dataset = client.snapshot("bench")["id"]
         ensure_ray()
 
-        start = time.perf_counter()
-        run = client.tune("bench", "clf", parse_space(SPACE), trials=args.trials, scheduler="fifo",
-                          dataset_version=dataset)
-        tune_s = time.perf_counter() - start
-        assert run["status"] == "finished", run
+        tuned = {}  # trials at once -> (run, wall s)
+        for concurrency in (1, None):
+            start = time.perf_counter()
+            run = client.tune("bench", "clf", parse_space(SPACE), trials=args.trials, scheduler="fifo",
+                              dataset_version=dataset, max_concurrent=concurrency)
+            assert run["status"] == "finished", run
+            tuned[run["max_concurrent"]] = (run, time.perf_counter() - start)
+        run = tuned[1][0]
         configs = [{k: client.get_version("bench", "clf", t["version_id"])["params"][k] for k in ("lrate", "batch_size")}
                    for t in run["trials"]]
 
@@ -69,11 +73,13 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     n = args.trials
     print(f"\n{n} trials of ResNext at image_size 32, {args.epochs} epochs on {args.images} Fashion-MNIST images, "
-          f"{os.cpu_count()} CPUs, {run['max_concurrent']} trial(s) at once")
-    print(f"{'run':44} {'wall s':>8} {'per trial':>10} {'ratio':>7}")
-    print(f"{'direct: client.train back to back':44} {direct_s:8.1f} {direct_s / n:10.1f} {'1.00':>7}")
-    print(f"{'tune: client.tune (FIFO, same configs)':44} {tune_s:8.1f} {tune_s / n:10.1f} {tune_s / direct_s:7.2f}")
-    print(f"Tune overhead: {(tune_s - direct_s) / n:+.1f} s per trial")
+          f"{os.cpu_count()} CPUs")
+    print(f"{'run':48} {'wall s':>8} {'per trial':>10} {'ratio':>7}")
+    print(f"{'direct: client.train back to back':48} {direct_s:8.1f} {direct_s / n:10.1f} {'1.00':>7}")
+    for concurrency, (_, tune_s) in sorted(tuned.items()):
+        name = f"tune: client.tune (FIFO), {concurrency} trial(s) at once"
+        print(f"{name:48} {tune_s:8.1f} {tune_s / n:10.1f} {tune_s / direct_s:7.2f}")
+    print(f"Tune overhead, one trial at a time: {(tuned[1][1] - direct_s) / n:+.1f} s per trial")
 
 
 if __name__ == "__main__":

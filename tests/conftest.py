@@ -104,6 +104,28 @@ def run_cli(settings: Settings, *args: str, check: bool = False, env: dict | Non
     return proc
 
 
+def wait_for_checkpoint(client: Client, app: str, model: str, version_id: str, timeout: float = 600) -> None:
+    """Wait until Ray Train's controller has registered a checkpoint of the version's run: listed in the
+    snapshot it keeps in storage, which is what a restarted worker group or ``--resume`` continues from.
+    A worker already training the next epoch does not mean that yet: the controller collects a report at
+    its next poll of the workers, and a run killed before that starts again from scratch."""
+    import json
+    import time
+
+    from deeptrain.errors import NotFound
+
+    key = f"{client.get_version(app, model, version_id)['artifacts']}/ray/checkpoint_manager_snapshot.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads(client.ctx.storage.get_bytes(key))["checkpoint_results"]:
+                return
+        except (NotFound, json.JSONDecodeError):  # not written yet, or caught mid-write
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"no checkpoint of version {version_id} registered in {timeout}s")
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster for the whole test session.

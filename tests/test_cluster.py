@@ -21,7 +21,7 @@ import sqlalchemy
 import deeptrain
 from deeptrain.config import Settings
 from deeptrain.sdk import Client
-from tests.conftest import aws_env, import_fashion, run_cli
+from tests.conftest import aws_env, import_fashion, run_cli, wait_for_checkpoint
 from tests.ray_nodes import free_port, local_ray_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.s3, pytest.mark.postgres]
@@ -96,7 +96,9 @@ def test_submit_train_on_two_nodes_survives_losing_one(cluster, deployment, fash
     PostgreSQL and S3, and another process predicts with it."""
     settings, client, bucket, prefix, aws = deployment
     started = time.monotonic()
-    client.create_model(APP, "clf", "classification", TEMPLATE, {**PARAMS, "num_epochs": 3})
+    # epochs of 10 steps: the node must die while epoch 2 is still training (the decoded input is cached, so an
+    # epoch of 2 steps was over in about a second)
+    client.create_model(APP, "clf", "classification", TEMPLATE, {**PARAMS, "num_epochs": 3, "num_items_per_epoch": 200})
     submitted = _submit(settings, cluster, "clf", "--workers", "2", "--placement", "STRICT_SPREAD",
                         "--package", "local")
     job_id, version_id = submitted["job"]["job_id"], submitted["version"]["id"]
@@ -108,11 +110,13 @@ def test_submit_train_on_two_nodes_survives_losing_one(cluster, deployment, fash
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         progress = client.get_version(APP, "clf", version_id).get("progress") or {}
-        if progress.get("epoch", 0) >= 2:  # epoch 1's checkpoint is in S3
+        if progress.get("epoch", 0) >= 2:
             break
         time.sleep(0.5)
     else:
         pytest.fail(f"job {job_id} did not reach epoch 2:\n{_logs(settings, cluster, job_id)}")
+    wait_for_checkpoint(client, APP, "clf", version_id)  # epoch 1's, in S3
+    progress = client.get_version(APP, "clf", version_id)["progress"]
     head, lost = cluster.nodes
     placed = sorted(progress["workers"], key=lambda w: w["rank"])
     assert [w["rank"] for w in placed] == [0, 1]

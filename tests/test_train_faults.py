@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import import_fashion
+from tests.conftest import import_fashion, wait_for_checkpoint
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -52,7 +52,8 @@ def test_killed_worker_recovers_from_checkpoint(local_client, ray_cluster, fashi
     thread.start()
     while "version" not in holder:
         time.sleep(0.2)
-    _wait_for_epoch(c, "fashion", "clf", holder["version"]["id"], 2)  # epoch 1's checkpoint is reported
+    _wait_for_epoch(c, "fashion", "clf", holder["version"]["id"], 2)
+    wait_for_checkpoint(c, "fashion", "clf", holder["version"]["id"])  # epoch 1's
     pids = _train_worker_pids()
     assert len(pids) == 2
     os.kill(pids[-1], signal.SIGKILL)
@@ -83,6 +84,7 @@ def test_killed_driver_is_resumable_and_matches_an_uninterrupted_run(local_clien
         time.sleep(0.2)
     version = c.list_versions("fashion", "clf")[-1]
     _wait_for_epoch(c, "fashion", "clf", version["id"], 2)
+    wait_for_checkpoint(c, "fashion", "clf", version["id"])  # epoch 1's
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert c.get_version("fashion", "clf", version["id"])["status"] == "training"  # the driver died mid-run
