@@ -28,7 +28,7 @@ import boto3  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
 from deeptrain.config import Settings  # noqa: E402
-from deeptrain.formats.imagefolder import _walk_files  # noqa: E402
+from deeptrain.formats.records import walk_files  # noqa: E402
 from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
 from deeptrain.sdk import Client  # noqa: E402
 
@@ -73,7 +73,7 @@ def main() -> None:
     try:
         folder = work / "images"
         write_fashion_mnist_folder(folder, "test", per_class=args.n // 10)
-        files = list(_walk_files(folder))
+        files = [p for p in walk_files(folder) if isinstance(p, Path)]
         bare = bare_pyarrow_copy(files, work / "bare")
         local = pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}), folder, len(files))
         rows.append(("local files + SQLite", local, "pyarrow.fs copy", bare))

@@ -71,12 +71,13 @@ def bare(loaded, images: list[bytes], rounds: int) -> dict[str, float]:
     through predict_bytes (decode + preprocess + predict)."""
     import torch
 
-    from deeptrain.inference import _classification_batch, predict_bytes
+    from deeptrain.inference import model_input, predict_bytes, prepare
     from deeptrain.models.tasks import predict_with_flips
 
     flips = loaded.params.average_horizontal_flips
     batch = images[:BATCH]
-    x16, x1 = _classification_batch(loaded, batch), _classification_batch(loaded, batch[:1])
+    prepared = [prepare(loaded, data) for data in batch]
+    x16, x1 = model_input(loaded, prepared), model_input(loaded, prepared[:1])
 
     def timed(fn, n: int) -> list[float]:
         fn()  # warm-up

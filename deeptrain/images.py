@@ -1,25 +1,32 @@
-"""Validate uploaded image bytes before anything is stored.
+"""Validate image bytes: from the header alone (``check_header``) or by decoding them fully (``inspect_image``).
 
 Every check names its reason, so an import report or an HTTP 400 can say exactly why a
 file was refused: empty, over the byte limit, not an image, zero size, a decompression
 bomb (declared pixels over the cap, checked from the header before decoding), or a
-truncated/corrupt file (found by decoding it fully).
+truncated/corrupt file (found by decoding it fully). Imports decode fully before storing;
+prediction checks the header at the gateway and decodes once, on the replica.
+
+Pillow's own process-wide guard (``Image.MAX_IMAGE_PIXELS``) stays on: our explicit
+``max_pixels`` check runs first with a clearer message, and Pillow's refuses anything
+past twice its own limit (about 179 million pixels) even where a caller forgot ours.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from PIL import Image, UnidentifiedImageError
 
 from deeptrain.errors import InvalidInput
 
-# Pillow's own bomb check fires at open() with a message that has no dimensions and only at
-# 2x its default cap; deeptrain checks the declared size itself (``max_pixels``) before
-# any decoding, so Pillow's global check is switched off in favour of that one.
-Image.MAX_IMAGE_PIXELS = None
+# Pillow's warning between its limit and twice that says what our explicit max_pixels check says first
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "bmp": "bmp", "gif": "gif", "tiff": "tif"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -38,8 +45,30 @@ class ImageInfo:
         return EXTENSIONS.get(self.format, self.format)
 
 
+def read_file_limited(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """A file's bytes, refused by its size before anything is read when it is over ``max_bytes``."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise InvalidInput(f"file is {size:,} bytes, over the {max_bytes:,}-byte upload limit")
+        data = f.read(max_bytes + 1)  # a file that grew since, or a pipe, is bounded too
+    if len(data) > max_bytes:
+        raise InvalidInput(f"file is over the {max_bytes:,}-byte upload limit")
+    return data
+
+
+def check_header(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[int, int, str]:
+    """(width, height, format) from the header, within the limits; nothing is decoded."""
+    return _checked(data, max_bytes, max_pixels, decode=False)
+
+
 def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
-    """Check that ``data`` is one complete, decodable image within the limits."""
+    """Check that ``data`` is one complete, decodable image within the limits (decodes it fully)."""
+    width, height, fmt = _checked(data, max_bytes, max_pixels, decode=True)
+    return ImageInfo(width, height, fmt, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def _checked(data: bytes, max_bytes: int, max_pixels: int, decode: bool) -> tuple[int, int, str]:
     if not data:
         raise InvalidInput("empty file (0 bytes)")
     if len(data) > max_bytes:
@@ -57,14 +86,34 @@ def inspect_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo:
                 )
             if fmt not in EXTENSIONS:
                 raise InvalidInput(f"unsupported image format {fmt or 'unknown'!r}; use one of {sorted(EXTENSIONS)}")
-            img.load()
+            if decode:
+                img.load()
+    except Image.DecompressionBombError as exc:  # Pillow's guard, past twice its own limit
+        raise InvalidInput(f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise InvalidInput("not an image: the format is not recognized or its header is invalid") from None
     except InvalidInput:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise InvalidInput(f"truncated or corrupt image: {exc}") from None
-    return ImageInfo(width, height, fmt, hashlib.sha256(data).hexdigest(), len(data))
+    return width, height, fmt
+
+
+@contextmanager
+def decode_errors() -> Iterator[None]:
+    """Inside it, Pillow's decoding errors become an ``InvalidInput`` that says what is wrong."""
+    try:
+        yield
+    except Image.DecompressionBombError as exc:
+        raise InvalidInput(f"decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise InvalidInput(f"truncated or corrupt image: {exc}") from None
+
+
+def decode_checked(data: bytes) -> Image.Image:
+    """Decode bytes that passed ``check_header`` to RGB; a corrupt or truncated file is an InvalidInput."""
+    with decode_errors():
+        return decode_rgb(data)
 
 
 def decode_rgb(data: bytes) -> Image.Image:

@@ -91,7 +91,7 @@ def write_deepforest_tiles(out: Path, images: list[str], tile: int = 200, min_vi
     items, boxes = [], 0
     for stem in images:
         record = voc.record_from_xml(source / f"{stem}.xml")
-        image = Image.open(io.BytesIO(record.read_bytes())).convert("RGB")
+        image = Image.open(io.BytesIO(record.read_bytes(2**31))).convert("RGB")
         for y in range(0, image.height - tile + 1, tile):
             for x in range(0, image.width - tile + 1, tile):
                 regions = []

@@ -63,10 +63,11 @@ class Client:
         input_id: str | None = None, metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Add one image (bytes or a file path) with labels; regions use normalized boxes."""
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        from deeptrain.formats.records import file_reader
+
         record = ImportRecord(
             source=input_id or (str(image) if not isinstance(image, bytes) else "<bytes>"),
-            read_bytes=lambda: data, concepts=tuple(concepts), negatives=tuple(negatives),
+            read_bytes=(lambda _max: image) if isinstance(image, bytes) else file_reader(Path(image)), concepts=tuple(concepts), negatives=tuple(negatives),
             regions=tuple(Region(r["concept"], r["top_row"], r["left_col"], r["bottom_row"], r["right_col"])
                           for r in regions),
             split=split, input_id=input_id, metadata=metadata,
@@ -226,21 +227,28 @@ class Client:
                 version_id: str | None = None, threshold: float | None = None,
                 top_k: int | None = None) -> list[dict[str, Any]]:
         """Predict on image bytes or files: concepts, regions or embeddings, one result per image."""
+        from deeptrain.inference import predict_bytes
+
         version = models_service.get_trained_version(self.ctx, app_id, model_id, version_id)
-        return self._predict_version(version, self._checked_images(images), threshold, top_k)
+        images = list(images)
+        names = [f"image {k}" if isinstance(image, bytes) else str(image) for k, image in enumerate(images)]
+        return predict_bytes(self._loaded(version), self._checked_images(images), threshold=threshold, top_k=top_k,
+                             names=names)
 
     def _checked_images(self, images: Iterable[bytes | str | Path]) -> list[bytes]:
-        """The bytes of each image, checked (size, pixel limit, decodable); an error names the image."""
+        """The bytes of each image, checked from its header (size, pixel limit, format); an error names the image.
+        Decoding happens once, when predicting."""
         from deeptrain.errors import InvalidInput
-        from deeptrain.images import inspect_image
+        from deeptrain.images import check_header
 
         datas = []
         for k, image in enumerate(images):
-            data = image if isinstance(image, bytes) else _read_file(image)
+            name = f"image {k}" if isinstance(image, bytes) else str(image)
             try:
-                inspect_image(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
+                data = image if isinstance(image, bytes) else _read_file(image, self.settings.max_image_bytes)
+                check_header(data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels)
             except InvalidInput as exc:
-                raise InvalidInput(f"{'image ' + str(k) if isinstance(image, bytes) else str(image)}: {exc}") from None
+                raise InvalidInput(f"{name}: {exc}") from None
             datas.append(data)
         return datas
 
@@ -320,7 +328,7 @@ class Client:
         ``[{"input_id", "score", "concepts"}]``; ``concept`` keeps only inputs labelled with it."""
         from deeptrain import search
 
-        data = image if isinstance(image, bytes) or image is None else _read_file(image)
+        data = image if isinstance(image, bytes) or image is None else _read_file(image, self.settings.max_image_bytes)
         return search.search(self.ctx, app_id, data, input_id, top_k, concept)
 
     def search_index_info(self, app_id: str) -> dict[str, Any]:
@@ -369,9 +377,11 @@ class Client:
         return export_version(self.load_version(app_id, model_id, version_id), fmt, out)
 
 
-def _read_file(path: str | Path) -> bytes:
+def _read_file(path: str | Path, max_bytes: int) -> bytes:
+    from deeptrain.images import read_file_limited
+
     try:
-        return Path(path).read_bytes()
+        return read_file_limited(path, max_bytes)
     except OSError as exc:
         from deeptrain.errors import InvalidInput
 

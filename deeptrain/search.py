@@ -85,13 +85,13 @@ def normalize(vectors: Any) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12))
 
 
-def embed_bytes(loaded, images: Sequence[bytes]) -> np.ndarray:
+def embed_bytes(loaded, images: Sequence[bytes], names: Sequence[str] | None = None) -> np.ndarray:
     """Normalized embeddings of encoded images through ``deeptrain.inference`` (the serving path)."""
     from deeptrain.inference import predict_bytes
 
     if not images:
         return np.zeros((0, 0), dtype=np.float32)
-    return normalize([out["embedding"] for out in predict_bytes(loaded, list(images))])
+    return normalize([out["embedding"] for out in predict_bytes(loaded, list(images), names=names)])
 
 
 class _Embedder:
@@ -435,9 +435,10 @@ def check_concept(ctx: Context, app_id: str, concept: str | None) -> None:
 
 
 def query_source(ctx: Context, app_id: str, index: SearchIndex, image: bytes | None = None,
-                 input_id: str | None = None) -> tuple[np.ndarray | None, bytes | None]:
-    """What to search with: the stored vector of an indexed input, else image bytes to embed (checked)."""
-    from deeptrain.images import inspect_image
+                 input_id: str | None = None, where: str = "query image") -> tuple[np.ndarray | None, bytes | None]:
+    """What to search with: the stored vector of an indexed input, else image bytes to embed (header checked;
+    decoded once, when embedded)."""
+    from deeptrain.images import check_header
 
     if (image is None) == (input_id is None):
         raise InvalidInput("give exactly one of an image or an input id to search with")
@@ -451,9 +452,9 @@ def query_source(ctx: Context, app_id: str, index: SearchIndex, image: bytes | N
             raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}") from None
         return None, image
     try:
-        inspect_image(image, max_bytes=ctx.settings.max_image_bytes, max_pixels=ctx.settings.max_image_pixels)
+        check_header(image, max_bytes=ctx.settings.max_image_bytes, max_pixels=ctx.settings.max_image_pixels)
     except InvalidInput as exc:
-        raise InvalidInput(f"query image: {exc}") from None
+        raise InvalidInput(f"{where}: {exc}") from None
     return None, image
 
 
@@ -489,7 +490,7 @@ def search(ctx: Context, app_id: str, image: bytes | None = None, input_id: str 
     check_concept(ctx, app_id, concept)
     vector, data = query_source(ctx, app_id, index, image, input_id)
     if vector is None:
-        vector = embed_bytes(_loaded_model(ctx, index.artifacts), [data])  # type: ignore[list-item]
+        vector = embed_bytes(_loaded_model(ctx, index.artifacts), [data], ["query image"])  # type: ignore[list-item]
     return index.query(vector, top_k, concept, exclude=input_id)
 
 

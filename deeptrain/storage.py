@@ -6,7 +6,8 @@ variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`
 
 Keys are relative POSIX paths checked so that nothing escapes the root. Every write
 goes to a temporary key first and is then published with a move, so a reader (or a
-crash) never sees half an object.
+crash) never sees half an object. Error messages name keys, never the root: they reach
+HTTP clients and CLI users, who are not told where the service keeps its data.
 """
 
 from __future__ import annotations
@@ -95,12 +96,22 @@ class Storage:
     def uri_for(self, key: str) -> str:
         return f"{self.uri}/{check_key(key)}"
 
-    def key_for_uri(self, uri: str) -> str:
-        """The key of a URI inside this storage; error if it points elsewhere."""
+    def key_for_uri(self, uri: str) -> str | None:
+        """The key of a URI inside this storage, or None if it points elsewhere or is not a valid key."""
         prefix = self.uri + "/"
-        if not uri.startswith(prefix):
-            raise InvalidInput(f"{uri!r} is not inside the service's storage {self.uri!r}")
-        return check_key(uri[len(prefix):])
+        if not isinstance(uri, str) or not uri.startswith(prefix):
+            return None
+        try:
+            return check_key(uri[len(prefix):])
+        except InvalidInput:
+            return None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the storage root (as URI and as filesystem path) replaced by ``<storage>``."""
+        for secret in sorted({self.uri, self.root, self.uri.removeprefix("file://")}, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "<storage>")
+        return text
 
     # --- writes ----------------------------------------------------------------------
     def _tmp_path(self, key: str) -> str:
@@ -165,7 +176,7 @@ class Storage:
                 with self.fs.open_input_stream(self.path(key)) as f:
                     return f.read()
             except FileNotFoundError:
-                raise NotFound(f"no object {key!r} in storage {self.uri}") from None
+                raise NotFound(f"no object {key!r} in storage") from None
 
     def exists(self, key: str) -> bool:
         with self._guard(key):
@@ -194,5 +205,6 @@ class _StorageGuard:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is not None and isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            raise StorageError(f"storage {self.storage.uri} failed on {self.key!r}: {exc}") from exc
+            detail = self.storage.scrub(str(exc))
+            raise StorageError(f"storage failed on {self.key!r}: {type(exc).__name__}: {detail}") from exc
         return False

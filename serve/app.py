@@ -4,65 +4,56 @@
 Serve rewrites for the ingress class, and string annotations are not resolved there.)
 
 Gateway (ingress, no CPU reserved): checks the app's API key (``Authorization: Key
-<key>`` with the ``predict`` scope), resolves the app, model and version in the
-metadata store, reads and checks the images (bytes, stored object URL or stored
-input id), and sends each image to the Predictor with the version's
-artifact prefix as the multiplexed model id. Searches (``POST /v2/apps/{app}/searches``,
-``search`` scope) embed a query image through the same Predictor (batched, multiplexed)
-and look it up in the app's faiss index (``deeptrain.search``), which the Gateway keeps
-loaded per app and reloads when the app's index pointer names a new build. Workflows
-(``POST /v2/apps/{app}/workflows/{name}/results``, ``predict`` scope) run
+<key>`` with the ``predict`` scope) *before* it reads the body, resolves the app, model and
+version in the metadata store, reads the images (bytes, the storage URL of one of the
+app's inputs, or a stored input id; ``deeptrain.services.inputs.read_input_url`` is the
+one rule for URLs) and checks their headers, and sends each image to the Predictor
+(``serve/predictor.py``, which decodes it once) with the version's artifact prefix as the
+multiplexed model id and the seconds left of the request's ``request_timeout_s``.
+Searches (``POST /v2/apps/{app}/searches``, ``search`` scope) embed a query image through
+the same Predictor and look it up in the app's faiss index (``deeptrain.search``), which
+the Gateway keeps loaded per app and reloads when the app's index pointer names a new
+build. Workflows (``POST /v2/apps/{app}/workflows/{name}/results``, ``predict`` scope) run
 ``deeptrain.services.workflows.run_workflow`` in a worker thread, each step's images sent
-to the Predictor at once (so a detector's crops are classified in batches). Errors are
-JSON ``{"status": {"code", "description"}}`` with a 4xx status; a 500 never carries a
-stack trace.
-
-Predictor: ``serve.multiplexed`` keeps the most recently used versions loaded per
-replica (LRU, ``DEEPTRAIN_SERVE_MAX_MODELS`` bounds the memory), ``serve.batch`` groups concurrent
-images of one version into one forward pass. Predictions go through
-``deeptrain.inference.predict_bytes``, the path the CLI, SDK and offline evaluation
-use, so a served output equals the offline one for the same version and image.
+to the Predictor at once (so a detector's crops are classified in batches). Errors:
+``serve/middleware.py``; response shapes: ``serve/responses.py``.
 """
 
 import asyncio
 import base64
 import binascii
-import logging
 import os
+import time
 import uuid
 from typing import Any
 
-from fastapi import FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Header, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deeptrain import __version__
 from deeptrain.config import Settings
-from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
+from deeptrain.errors import InvalidInput, NotFound
 from deeptrain import search as search_service
-from deeptrain.images import inspect_image
+from deeptrain.images import check_header
 from deeptrain.services import inputs as input_service
 from deeptrain.services import keys as key_service
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
 from deeptrain.services import workflows as workflow_service
 from serve.bodies import add_body_schemas, openapi_body, parse_body
-from serve.schemas import (ErrorResponse, Input, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
+from serve.middleware import BodyLimit, error, install_error_handlers
+from serve.predictor import Predictor
+from serve.responses import OK, clarifai_data, workflow_outputs
+from serve.schemas import (ErrorResponse, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
                            PostSearchesResponse, PostWorkflowResultsRequest, PostWorkflowResultsResponse)
 
-log = logging.getLogger("deeptrain.serve")
-
 APP_NAME = "deeptrain"
-MAX_REQUEST_BYTES = int(os.environ.get("DEEPTRAIN_MAX_REQUEST_BYTES", 64 * 2**20))
-REQUEST_TIMEOUT_S = float(os.environ.get("DEEPTRAIN_REQUEST_TIMEOUT_S", 60))
-MAX_MODELS_PER_REPLICA = int(os.environ.get("DEEPTRAIN_SERVE_MAX_MODELS", 4))
-SERVE_ENV = ("DEEPTRAIN_MAX_REQUEST_BYTES", "DEEPTRAIN_REQUEST_TIMEOUT_S", "DEEPTRAIN_SERVE_MAX_MODELS")
-HTTP_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, StorageError: 502}
 
-api = FastAPI(
+# the Swagger UI at /docs and ReDoc at /redoc load their scripts from this server (fastapi-offline), never a CDN
+api = FastAPIOffline(
     title="deeptrain",
     version=__version__,
     description="Predictions from trained deeptrain model versions and visual search over an app's inputs "
@@ -85,142 +76,31 @@ def _openapi() -> dict[str, Any]:
 
 
 api.openapi = _openapi  # type: ignore[method-assign]
+install_error_handlers(api)
+api.add_middleware(BodyLimit, limit=Settings.from_env().max_request_bytes)  # the actor's env: build_app sets it
 
 
-def _error(status: int, code: str, description: str) -> JSONResponse:
-    return JSONResponse({"status": {"code": code, "description": description}}, status_code=status)
+class Timeout(Exception):
+    """The request's ``request_timeout_s`` ran out (answered 504)."""
 
 
-@api.exception_handler(DeeptrainError)
-async def _deeptrain_error(_: Request, exc: DeeptrainError) -> JSONResponse:
-    status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
-    return _error(status, exc.code, str(exc))
+def _timeout_response(what: str, seconds: float) -> JSONResponse:
+    return error(504, "timeout", f"{what} took over {seconds:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
 
 
-@api.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return _error(400, "invalid_input", f"invalid request body: {problems}")
+def _name(k: int, given_id: str | None) -> str:
+    """How an error names the request's k-th input: its index, and the id the caller gave."""
+    return f"inputs[{k}]" + (f" (id {given_id!r})" if given_id else "")
 
 
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Routing errors (unknown path, wrong method) and malformed multipart bodies, in the API's error shape."""
-    codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-    return _error(exc.status_code, codes.get(exc.status_code, "invalid_input"), str(exc.detail))
-
-
-@api.exception_handler(Exception)
-async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error")
-    return _error(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
-
-
-class _BodyLimit:
-    """ASGI middleware: refuses a body over ``limit`` bytes with 413, by its Content-Length or, for a chunked
-    body, as soon as what arrived passes the limit (the route reading it gets an HTTPException)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        message = f"request body over {self.limit} bytes (DEEPTRAIN_MAX_REQUEST_BYTES)"
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await _error(413, "too_large", message)(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
-            event = await receive()
-            if event["type"] == "http.request":
-                received += len(event.get("body", b""))
-                if received > self.limit:
-                    raise StarletteHTTPException(413, message)
-            return event
-
-        return await self.app(scope, limited_receive, send)
-
-
-api.add_middleware(_BodyLimit, limit=MAX_REQUEST_BYTES)
-
-
-def _context(settings_env: dict[str, str]) -> Context:
-    return Context.from_settings(Settings.from_env(env=settings_env))
-
-
-@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
-class Predictor:
-    """Loads versions on demand (LRU per replica) and predicts on batches of images."""
-
-    def __init__(self, settings_env: dict[str, str], torch_threads: int | None = None):
-        import ray
-        import torch
-
-        # as many threads as CPUs reserved for the replica (at least one): one per core of the node
-        # oversubscribes it whenever anything else runs there (other replicas, the gateway, the proxy);
-        # measured with bench/serve_bench.py on 2 cores: 2 threads 13.9 images/s at concurrency 32, 1 thread 20.6
-        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-        torch.set_num_threads(torch_threads or max(1, int(reserved)))
-        self.ctx = _context(settings_env)
-
-    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
-    async def get_model(self, artifacts: str):
-        from deeptrain.artifacts import load_model
-
-        return await asyncio.to_thread(load_model, self.ctx.storage, artifacts)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _batched(self, items: list[tuple[bytes, float | None, int | None]]) -> list[dict[str, Any]]:
-        from deeptrain.inference import predict_bytes
-
-        loaded = await self.get_model(serve.get_multiplexed_model_id())
-        results: list[dict[str, Any] | None] = [None] * len(items)
-        groups: dict[tuple[float | None, int | None], list[int]] = {}
-        for i, (_, threshold, top_k) in enumerate(items):
-            groups.setdefault((threshold, top_k), []).append(i)
-        for (threshold, top_k), idx in groups.items():
-            outs = await asyncio.to_thread(predict_bytes, loaded, [items[i][0] for i in idx],
-                                           threshold=threshold, top_k=top_k)
-            for i, out in zip(idx, outs):
-                results[i] = out
-        return results  # type: ignore[return-value]
-
-    async def predict(self, data: bytes, threshold: float | None = None, top_k: int | None = None) -> dict[str, Any]:
-        return await self._batched((data, threshold, top_k))
-
-
-def _clarifai_data(task: str, out: dict[str, Any], min_value: float | None) -> dict[str, Any]:
-    if task == "classification":
-        return {"concepts": [c for c in out["concepts"] if min_value is None or c["value"] >= min_value]}
-    if task == "detection":
-        return {"regions": [{"id": uuid.uuid4().hex, "region_info": {"bounding_box": r["bounding_box"]},
-                             "data": {"concepts": [{"id": r["concept"], "value": r["value"]}]}}
-                            for r in out["regions"]]}
-    return {"embeddings": [{"vector": out["embedding"], "num_dimensions": len(out["embedding"])}]}
-
-
-def _workflow_outputs(outputs: list[dict[str, Any]], min_value: float | None) -> list[dict[str, Any]]:
-    """A workflow result in Clarifai's shape: after a detect step, each output's regions share the detector's ids."""
-    first = outputs[0]
-    region_ids = [uuid.uuid4().hex for _ in first.get("regions", [])]
-    converted = []
-    for out in outputs:
-        task = workflow_service.STEP_TASKS[out["kind"]]
-        if out["kind"] == "detect":
-            data = _clarifai_data(task, out, min_value)
-            for rid, region in zip(region_ids, data["regions"]):
-                region["id"] = rid
-        elif "regions" in out:  # a step on the detector's crops
-            data = {"regions": [{"id": rid, "region_info": {"bounding_box": r["bounding_box"]},
-                                 "data": _clarifai_data(task, r, min_value)} for rid, r in zip(region_ids, out["regions"])]}
-        else:
-            data = _clarifai_data(task, out, min_value)
-        converted.append({"id": uuid.uuid4().hex, "model": {"id": out["model_id"],
-                                                            "model_version": {"id": out["version_id"]}}, "data": data})
-    return converted
+def _checked_outputs(outs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """The Predictor's results, or the error they hold: Timeout, else an InvalidInput naming every bad input."""
+    if any(out.get("error") == "timeout" for out in outs):
+        raise Timeout()
+    bad = [f"{name}: {out['message']}" for name, out in zip(names, outs) if "error" in out]
+    if bad:
+        raise InvalidInput("; ".join(bad))
+    return outs
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -228,8 +108,11 @@ def _workflow_outputs(outputs: list[dict[str, Any]], min_value: float | None) ->
 class Gateway:
     def __init__(self, predictor, settings_env: dict[str, str]):
         self.predictor = predictor
-        self.ctx = _context(settings_env)
+        self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
+        self.timeout_s = self.ctx.settings.request_timeout_s
         self.indexes = search_service.IndexCache()
+        home, storage = str(self.ctx.settings.home), self.ctx.storage
+        api.state.redact = lambda text: storage.scrub(text).replace(home, "<home>")
 
     @api.get("/healthz", summary="liveness")
     async def healthz(self) -> dict[str, str]:
@@ -241,137 +124,160 @@ class Gateway:
         try:
             await asyncio.to_thread(self.ctx.store.ping)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return _error(503, "not_ready", f"metadata store unreachable: {type(exc).__name__}")
+            return error(503, "not_ready", f"metadata store unreachable: {type(exc).__name__}")
         return JSONResponse({"status": "ready", "version": __version__})
+
+    async def _authorize(self, authorization: str | None, app_id: str, scope: str) -> None:
+        """Before anything of the request is read: a caller without a valid key costs one key lookup."""
+        await asyncio.to_thread(key_service.authorize, self.ctx, authorization, app_id, scope)
 
     @api.post("/v2/apps/{app_id}/models/{model_id}/versions/{version_id}/outputs",
               response_model=PostOutputsResponse, summary="predict with a model version",
               openapi_extra=openapi_body(PostOutputsRequest))
     async def version_outputs(self, app_id: str, model_id: str, version_id: str, request: Request,
                               authorization: str | None = Header(None)) -> dict[str, Any]:
-        body = await parse_body(request, PostOutputsRequest)
-        return await self._outputs(app_id, model_id, version_id, body, authorization)
+        return await self._outputs(app_id, model_id, version_id, request, authorization)
 
     @api.post("/v2/apps/{app_id}/models/{model_id}/outputs", response_model=PostOutputsResponse,
               summary="predict with the model's default version (else its newest trained one)",
               openapi_extra=openapi_body(PostOutputsRequest))
     async def model_outputs(self, app_id: str, model_id: str, request: Request,
                             authorization: str | None = Header(None)) -> dict[str, Any]:
-        body = await parse_body(request, PostOutputsRequest)
-        return await self._outputs(app_id, model_id, None, body, authorization)
+        return await self._outputs(app_id, model_id, None, request, authorization)
 
-    def _image_bytes(self, app_id: str, k: int, inp: Input) -> bytes:
-        return self._read_image(app_id, inp.data.image, f"inputs[{k}]", f"inputs[{k}].data.image")
-
-    def _read_image(self, app_id: str, image, where: str, field: str) -> bytes:
-        """The checked bytes of an ``ImageData``/``QueryImage`` (base64, stored URL or stored input id)."""
-        if image.base64 is not None:
-            try:
-                data = base64.b64decode(image.base64, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidInput(f"{field}.base64 is not valid base64") from None
-        elif image.url is not None:
-            data = input_service.read_stored_url(self.ctx)(image.url)
-        else:
-            data = input_service.get_input_bytes(self.ctx, app_id, image.input_id)  # type: ignore[arg-type]
+    def _read_image(self, app_id: str, image, where: str, check: bool = True) -> bytes:
+        """The bytes of an ``ImageData``/``QueryImage`` (base64, an input's storage URL or a stored input id),
+        header-checked unless ``check`` is off; the Predictor decodes them. Errors name ``where`` (the input),
+        never a server path."""
         try:
-            inspect_image(data, max_bytes=self.ctx.settings.max_image_bytes,
-                          max_pixels=self.ctx.settings.max_image_pixels)
+            if image.base64 is not None:
+                try:
+                    data = base64.b64decode(image.base64, validate=True)
+                except (binascii.Error, ValueError):
+                    raise InvalidInput("base64 is not valid base64") from None
+            elif image.url is not None:
+                data = input_service.read_input_url(self.ctx, app_id, image.url)
+            else:
+                data = input_service.get_input_bytes(self.ctx, app_id, image.input_id)
+            if check:
+                check_header(data, max_bytes=self.ctx.settings.max_image_bytes,
+                             max_pixels=self.ctx.settings.max_image_pixels)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
+        except NotFound as exc:
+            raise NotFound(f"{where}: {exc}") from None
         return data
 
-    def _resolve(self, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest,
-                 authorization: str | None):
-        key_service.authorize(self.ctx, authorization, app_id, "predict")
+    def _images(self, app_id: str, inputs) -> tuple[list[bytes], list[str]]:
+        names = [_name(k, inp.id) for k, inp in enumerate(inputs)]
+        return [self._read_image(app_id, inp.data.image, name) for inp, name in zip(inputs, names)], names
+
+    def _resolve(self, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest):
         model = model_service.get_model(self.ctx, app_id, model_id)
         version = model_service.get_trained_version(self.ctx, app_id, model_id, version_id)
-        images = [self._image_bytes(app_id, k, inp) for k, inp in enumerate(body.inputs)]
-        return model, version, images
+        return (model, version, *self._images(app_id, body.inputs))
 
-    async def _outputs(self, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest,
+    async def _predict(self, artifacts: str, images: list[bytes], names: list[str], deadline: float,
+                       threshold: float | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
+        """One Predictor call per image (batched there); raises Timeout at the request's deadline."""
+        handle = self.predictor.options(multiplexed_model_id=artifacts)
+        budget = deadline - time.monotonic()
+        calls = [handle.predict.remote(data, threshold, top_k, budget) for data in images]
+        try:
+            outs = await asyncio.wait_for(asyncio.gather(*calls), max(0.0, budget))
+        except asyncio.TimeoutError:
+            raise Timeout() from None
+        return _checked_outputs(outs, names)
+
+    async def _outputs(self, app_id: str, model_id: str, version_id: str | None, request: Request,
                        authorization: str | None) -> dict[str, Any]:
-        model, version, images = await asyncio.to_thread(self._resolve, app_id, model_id, version_id, body,
-                                                         authorization)
+        deadline = time.monotonic() + self.timeout_s
+        await self._authorize(authorization, app_id, "predict")
+        body = await parse_body(request, PostOutputsRequest)
+        model, version, images, names = await asyncio.to_thread(self._resolve, app_id, model_id, version_id, body)
         config = body.model.output_info.output_config
         threshold = config.min_value if model["task"] == "detection" else None
-        handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
-        calls = [handle.predict.remote(data, threshold, config.max_concepts) for data in images]
         try:
-            outs = await asyncio.wait_for(asyncio.gather(*calls), REQUEST_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return _error(504, "timeout", f"prediction took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+            outs = await self._predict(version["artifacts"], images, names, deadline, threshold, config.max_concepts)
+        except Timeout:
+            return _timeout_response("prediction", self.timeout_s)
         ref = {"id": model_id, "model_version": {"id": version["id"]}}
-        outputs = []
-        for inp, out in zip(body.inputs, outs):
-            input_ref = {"id": inp.id or inp.data.image.input_id}
-            outputs.append({"id": uuid.uuid4().hex, "input": input_ref, "model": ref,
-                            "data": _clarifai_data(model["task"], out, config.min_value)})
-        return {"status": {"code": 10000, "description": "Ok"}, "outputs": outputs}
+        return {"status": OK, "outputs": [
+            {"id": uuid.uuid4().hex, "input": {"id": inp.id or inp.data.image.input_id}, "model": ref,
+             "data": clarifai_data(model["task"], out, config.min_value)} for inp, out in zip(body.inputs, outs)]}
 
     @api.post("/v2/apps/{app_id}/workflows/{workflow_id}/results", response_model=PostWorkflowResultsResponse,
               summary="run a workflow (e.g. detect -> crop each region -> classify/embed) on each input",
               openapi_extra=openapi_body(PostWorkflowResultsRequest))
     async def workflow_results(self, app_id: str, workflow_id: str, request: Request,
                                authorization: str | None = Header(None)) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        await self._authorize(authorization, app_id, "predict")
         body = await parse_body(request, PostWorkflowResultsRequest)
         try:
             results = await asyncio.wait_for(asyncio.to_thread(self._run_workflow, app_id, workflow_id, body,
-                                                               authorization), REQUEST_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return _error(504, "timeout", f"workflow took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+                                                               deadline), max(0.0, deadline - time.monotonic()))
+        except (asyncio.TimeoutError, Timeout):
+            return _timeout_response("workflow", self.timeout_s)
         min_value = body.output_config.min_value
-        ok = {"code": 10000, "description": "Ok"}
-        return {"status": ok, "workflow": {"id": workflow_id},
-                "results": [{"status": ok, "input": {"id": inp.id or inp.data.image.input_id},
-                             "outputs": _workflow_outputs(r["outputs"], min_value)}
+        return {"status": OK, "workflow": {"id": workflow_id},
+                "results": [{"status": OK, "input": {"id": inp.id or inp.data.image.input_id},
+                             "outputs": workflow_outputs(r["outputs"], min_value)}
                             for inp, r in zip(body.inputs, results)]}
 
     def _run_workflow(self, app_id: str, workflow_id: str, body: PostWorkflowResultsRequest,
-                      authorization: str | None) -> list[dict[str, Any]]:
-        """In a worker thread: the workflow service's orchestration, each step on the Predictor (batched)."""
-        key_service.authorize(self.ctx, authorization, app_id, "predict")
+                      deadline: float) -> list[dict[str, Any]]:
+        """In a worker thread: the workflow service's orchestration, each step on the Predictor (batched).
+        Past the deadline no further step is sent (the thread outlives the 504, its work does not)."""
         workflow_service.get_workflow(self.ctx, app_id, workflow_id)
-        images = [self._image_bytes(app_id, k, inp) for k, inp in enumerate(body.inputs)]
+        images, names = self._images(app_id, body.inputs)
         config = body.output_config
-        return workflow_service.run_workflow(self.ctx, app_id, workflow_id, images, self._predict_blocking,
-                                             threshold=config.min_value, top_k=config.max_concepts)
 
-    def _predict_blocking(self, version: dict[str, Any], images: list[bytes], threshold: float | None,
-                          top_k: int | None) -> list[dict[str, Any]]:
-        """Predictions of one version from a worker thread: all images sent at once, so the Predictor batches them."""
-        handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
-        responses = [handle.predict.remote(data, threshold, top_k) for data in images]
-        return [r.result(timeout_s=REQUEST_TIMEOUT_S) for r in responses]
+        def predict(version: dict[str, Any], step_images: list[bytes], threshold: float | None,
+                    top_k: int | None) -> list[dict[str, Any]]:
+            handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
+            budget = deadline - time.monotonic()
+            if budget <= 0:
+                raise Timeout()
+            responses = [handle.predict.remote(data, threshold, top_k, budget) for data in step_images]
+            try:
+                outs = [r.result(timeout_s=max(0.001, deadline - time.monotonic())) for r in responses]
+            except TimeoutError:
+                raise Timeout() from None
+            step_names = names if step_images == images else [f"region {k}" for k in range(len(step_images))]
+            return _checked_outputs(outs, step_names)
+
+        return workflow_service.run_workflow(self.ctx, app_id, workflow_id, images, predict,
+                                             threshold=config.min_value, top_k=config.max_concepts)
 
     @api.post("/v2/apps/{app_id}/searches", response_model=PostSearchesResponse,
               summary="visual search: the app's inputs nearest to an image or a stored input (search scope)",
               openapi_extra=openapi_body(PostSearchesRequest))
     async def searches(self, app_id: str, request: Request,
                        authorization: str | None = Header(None)) -> dict[str, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        await self._authorize(authorization, app_id, "search")
         body = await parse_body(request, PostSearchesRequest)
-        index, vector, data = await asyncio.to_thread(self._search_query, app_id, body, authorization)
+        index, vector, data = await asyncio.to_thread(self._search_query, app_id, body)
         if vector is None:  # embed the query image on the Predictor, batched with other requests of the version
-            handle = self.predictor.options(multiplexed_model_id=index.artifacts)
             try:
-                out = await asyncio.wait_for(handle.predict.remote(data), REQUEST_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                return _error(504, "timeout",
-                              f"embedding took over {REQUEST_TIMEOUT_S:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+                out, = await self._predict(index.artifacts, [data], ["query.image"], deadline)
+            except Timeout:
+                return _timeout_response("embedding", self.timeout_s)
             vector = out["embedding"]
         hits = await asyncio.to_thread(index.query, vector, body.top_k, body.concept, body.query.input_id)
-        return {"status": {"code": 10000, "description": "Ok"},
+        return {"status": OK,
                 "model": {"id": index.manifest["model_id"], "model_version": {"id": index.manifest["version_id"]}},
                 "hits": [{"input": {"id": h["input_id"]}, "score": h["score"],
                           "concepts": [{"id": c, "value": 1.0} for c in h["concepts"]]} for h in hits]}
 
-    def _search_query(self, app_id: str, body: PostSearchesRequest, authorization: str | None):
-        key_service.authorize(self.ctx, authorization, app_id, "search")
+    def _search_query(self, app_id: str, body: PostSearchesRequest):
         index = self.indexes.get(self.ctx, app_id)
         search_service.check_concept(self.ctx, app_id, body.concept)
         query = body.query
-        image = None if query.image is None else self._read_image(app_id, query.image, "query.image", "query.image")
-        vector, data = search_service.query_source(self.ctx, app_id, index, image, query.input_id)
+        # query_source checks the image's header
+        image = None if query.image is None else self._read_image(app_id, query.image, "query.image", check=False)
+        vector, data = search_service.query_source(self.ctx, app_id, index, image, query.input_id, "query.image")
         return index, vector, data
 
 
@@ -380,7 +286,8 @@ def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus
     from deeptrain.jobs.cluster import worker_env
 
     env = {"env_vars": {**worker_env(settings.as_env()),
-                        **{k: os.environ[k] for k in SERVE_ENV if k in os.environ}}}
+                        **({"DEEPTRAIN_SERVE_MAX_MODELS": os.environ["DEEPTRAIN_SERVE_MAX_MODELS"]}
+                           if "DEEPTRAIN_SERVE_MAX_MODELS" in os.environ else {})}}
     predictor = Predictor.options(num_replicas=predictor_replicas,
                                   ray_actor_options={"num_cpus": predictor_cpus, "runtime_env": env})
     return Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": env}).bind(

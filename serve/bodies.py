@@ -19,14 +19,15 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 
 from deeptrain.errors import InvalidInput
-from serve.schemas import (MAX_INPUTS_PER_REQUEST, PostOutputsRequest, PostSearchesRequest,
+from serve.schemas import (MAX_CONCEPTS, MAX_ID_CHARS, MAX_INPUTS_PER_REQUEST, PostOutputsRequest, PostSearchesRequest,
                            PostWorkflowResultsRequest)
 
 M = TypeVar("M", bound=BaseModel)
 
 _FILE = {"type": "string", "format": "binary"}
 _CONFIG_FIELDS = {
-    "max_concepts": {"type": "integer", "minimum": 1, "description": "classification: only the top k concepts"},
+    "max_concepts": {"type": "integer", "minimum": 1, "maximum": MAX_CONCEPTS,
+                     "description": "classification: only the top k concepts"},
     "min_value": {"type": "number", "minimum": 0, "maximum": 1,
                   "description": "drop concepts (detection: regions) scoring below it"},
 }
@@ -85,7 +86,7 @@ _FORMS: dict[type[BaseModel], tuple[Callable, dict[str, Any]]] = {
     PostSearchesRequest: (_search, {
         "image": {**_FILE, "description": "the query image"},
         "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
-        "concept": {"type": "string", "description": "only inputs labelled with this concept id"},
+        "concept": {"type": "string", "maxLength": MAX_ID_CHARS, "description": "only inputs labelled with this concept id"},
     }),
 }
 

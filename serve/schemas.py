@@ -7,6 +7,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_INPUTS_PER_REQUEST = 32
+MAX_ID_CHARS = 256  # an echoed input id, a stored input id, a concept id
+MAX_CONCEPTS = 1000  # output_config.max_concepts
+MAX_URL_CHARS = 2048
 
 
 class _Strict(BaseModel):
@@ -17,8 +20,8 @@ class ImageData(_Strict):
     """Exactly one of: the bytes (base64), an object URL inside the service's storage, a stored input's id."""
 
     base64: str | None = None
-    url: str | None = None
-    input_id: str | None = None
+    url: str | None = Field(None, max_length=MAX_URL_CHARS, description="the storage URL of one of this app's inputs")
+    input_id: str | None = Field(None, max_length=MAX_ID_CHARS)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ImageData":
@@ -33,12 +36,13 @@ class InputData(_Strict):
 
 
 class Input(_Strict):
-    id: str | None = Field(None, description="echoed back on the output")
+    id: str | None = Field(None, max_length=MAX_ID_CHARS, description="echoed back on the output")
     data: InputData
 
 
 class OutputConfig(_Strict):
-    max_concepts: int | None = Field(None, ge=1, description="classification: return only the top k concepts")
+    max_concepts: int | None = Field(None, ge=1, le=MAX_CONCEPTS,
+                                     description="classification: return only the top k concepts")
     min_value: float | None = Field(None, ge=0, le=1, description=(
         "detection: score threshold for returned regions (default: the version's detection_score_threshold); "
         "classification: drop concepts scoring below it"))
@@ -87,7 +91,7 @@ class QueryImage(_Strict):
     """Exactly one of: the bytes (base64), an object URL inside the service's storage."""
 
     base64: str | None = None
-    url: str | None = None
+    url: str | None = Field(None, max_length=MAX_URL_CHARS, description="the storage URL of one of this app's inputs")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "QueryImage":
@@ -101,7 +105,7 @@ class SearchQuery(_Strict):
     """Search with an image (embedded by the app's search-index version) or a stored input (excluded from hits)."""
 
     image: QueryImage | None = None
-    input_id: str | None = None
+    input_id: str | None = Field(None, max_length=MAX_ID_CHARS)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SearchQuery":
@@ -112,7 +116,7 @@ class SearchQuery(_Strict):
 
 class PostSearchesRequest(_Strict):
     query: SearchQuery
-    concept: str | None = Field(None, description="only inputs labelled with this concept id")
+    concept: str | None = Field(None, max_length=MAX_ID_CHARS, description="only inputs labelled with this concept id")
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="number of hits")
 
 

@@ -127,7 +127,7 @@ def _storage_key(client, input_id: str) -> str:
     (_b64(b""), "inputs[0]"),
     ({"base64": "%%%not-base64"}, "not valid base64"),
     ({"input_id": "no-such-input"}, "no-such-input"),
-    ({"url": "file:///etc/passwd"}, "not inside the service's storage"),
+    ({"url": "file:///etc/passwd"}, "does not name an input of app 'fashion'"),
     ({"base64": "aGk=", "input_id": "x"}, "exactly one of base64, url, input_id"),
 ], ids=["not-image", "truncated", "bomb", "empty", "bad-base64", "unknown-input", "outside-url", "two-sources"])
 def test_bad_images_are_clear_4xx_and_the_server_stays_up(served, image, fragment):
@@ -206,7 +206,8 @@ def test_multipart_upload(served, fashion_small):
         (http.post(path, files=[png], data={"image": "text"}), 400, "is a text field, not a file"),
         (http.post(path, files=[png], data={"top": "3"}), 400, "unknown multipart field(s) 'top'"),
         (http.post(path, files=[png], data={"max_concepts": "zero"}), 400, "max_concepts"),
-        (http.post(path, files=[("image", ("x.png", b"not an image", "image/png"))]), 400, "inputs[0]: not an image"),
+        (http.post(path, files=[("image", ("x.png", b"not an image", "image/png"))]), 400,
+         "inputs[0] (id 'x.png'): not an image"),
         (http.post(path, files=[png] * 33), 400, "invalid multipart body: Too many files. Maximum number of files is 32"),
         (http.post(path, content=b"--b\r\nbroken", headers={"content-type": "multipart/form-data; boundary=b"}),
          400, "multipart body"),
@@ -358,7 +359,7 @@ def _raw_detections(client, version_id: str, data: bytes):
     loaded = client.load_version("fashion", "det", version_id)
     pre = loaded.manifest["preprocessing"]
     with Image.open(io.BytesIO(data)) as raw:
-        img, _ = resize_shorter(raw.convert("RGB"), pre["image_size"])
+        img = resize_shorter(raw.convert("RGB"), pre["image_size"]).image
     x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float() / 255
     x = (x - torch.tensor(pre["mean"]).view(3, 1, 1)) / torch.tensor(pre["std"]).view(3, 1, 1)
     with torch.no_grad():
@@ -538,6 +539,28 @@ def test_workflow_errors_and_no_regions(served, detector):
     assert http.get("/healthz").json() == {"status": "ok"}
     assert "/v2/apps/{app_id}/workflows/{workflow_id}/results" in http.get("/openapi.json").json()["paths"]
 
+
+
+def test_workflow_crops_are_bounded_per_request(served, detector):
+    """A detector at min_value 0 finds many regions per image: past DEEPTRAIN_MAX_WORKFLOW_CROPS (256) the
+    request is refused before any crop is made, over HTTP and through the SDK alike."""
+    import math
+
+    from deeptrain.errors import InvalidInput
+
+    client, _, http = served
+    version, images = detector
+    per_image = len(_served_regions(http, version["id"], images["tile"], min_value=0.0))
+    assert per_image >= 9, per_image  # an untrained detector at threshold 0: up to 100 regions an image
+    n = min(32, math.ceil(257 / per_image))
+    assert n * per_image > 256
+    body = {"inputs": [{"data": {"image": _b64(images["tile"])}}] * n, "output_config": {"min_value": 0.0}}
+    r = http.post("/v2/apps/fashion/workflows/trees/results", json=body)
+    assert r.status_code == 400 and "DEEPTRAIN_MAX_WORKFLOW_CROPS" in r.json()["status"]["description"], r.text
+    with pytest.raises(InvalidInput, match="over the 256 a workflow request may crop"):
+        client.run_workflow("fashion", "trees", [images["tile"]] * n, threshold=0.0)
+    ok = http.post("/v2/apps/fashion/workflows/trees/results", json={**body, "inputs": body["inputs"][:1]})
+    assert ok.status_code == 200, ok.text
 
 
 # --- fuzzing against the OpenAPI document ------------------------------------------------

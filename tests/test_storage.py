@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deeptrain.errors import InvalidInput, NotFound
+from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
 from deeptrain.storage import TMP_PREFIX, Storage
 
 
@@ -56,8 +56,19 @@ def test_uri_round_trip(storage):
     storage.put_bytes("x/y.bin", b"y")
     uri = storage.uri_for("x/y.bin")
     assert storage.key_for_uri(uri) == "x/y.bin"
-    with pytest.raises(InvalidInput, match="not inside the service's storage"):
-        storage.key_for_uri("s3://elsewhere/x/y.bin")
+    assert storage.key_for_uri("s3://elsewhere/x/y.bin") is None
+    assert storage.key_for_uri(storage.uri + "/../x/y.bin") is None
+    assert storage.key_for_uri(storage.uri + "x/y.bin") is None  # a sibling root sharing the prefix
+
+
+def test_errors_never_name_the_storage_root(storage):
+    with pytest.raises(NotFound) as missing:
+        storage.get_bytes("no/such.bin")
+    storage.put_bytes("d/inner.bin", b"x")
+    with pytest.raises(DeeptrainError) as directory:  # a "directory" (a prefix on S3)
+        storage.get_bytes("d")
+    for exc in (missing.value, directory.value):
+        assert storage.root not in str(exc) and storage.uri not in str(exc)
 
 
 def test_storage_is_picklable(storage):

@@ -17,13 +17,14 @@ class Format:
     writer: Callable  # (items, out_dir, concept_names) -> int
     path_kind: str  # "dir" or "file": what the import PATH must be
     uses_urls: bool = False
+    loads_whole: bool = False  # the label file is parsed whole: bounded by Settings.max_label_file_bytes
 
 
 FORMATS: dict[str, Format] = {
     "imagefolder": Format("imagefolder", lambda p, _u: imagefolder.read(p), imagefolder.write, "dir"),
     "csv": Format("csv", tabular.read_csv, tabular.write_csv, "file", uses_urls=True),
     "jsonl": Format("jsonl", tabular.read_jsonl, tabular.write_jsonl, "file", uses_urls=True),
-    "coco": Format("coco", lambda p, _u: coco.read(p), coco.write, "file"),
+    "coco": Format("coco", lambda p, _u: coco.read(p), coco.write, "file", loads_whole=True),
     "voc": Format("voc", lambda p, _u: voc.read(p), voc.write, "dir"),
     "yolo": Format("yolo", lambda p, _u: yolo.read(p), yolo.write, "dir"),
 }

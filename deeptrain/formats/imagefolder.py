@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from deeptrain.formats.records import ExportItem, ImportRecord, ReaderItem, Rejection, file_reader, write_file
-
-
-def _walk_files(root: Path) -> Iterator[Path]:
-    """Files under ``root`` in sorted order, streaming one directory at a time; hidden entries skipped."""
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
-    for entry in entries:
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            yield from _walk_files(Path(entry.path))
-        elif entry.is_file():
-            yield Path(entry.path)
+from deeptrain.formats.records import (ExportItem, ImportRecord, ReaderItem, Rejection, file_reader, walk_files,
+                                       write_file)
 
 
 def read(root: Path) -> Iterator[ReaderItem]:
-    for path in _walk_files(root):
+    for path in walk_files(root):
+        if isinstance(path, Rejection):
+            yield path
+            continue
         rel = path.relative_to(root)
         if len(rel.parts) != 2:
             yield Rejection(str(path), "not inside a concept folder: expected <root>/<concept>/<file>")
@@ -31,7 +22,7 @@ def read(root: Path) -> Iterator[ReaderItem]:
 
 
 def count(root: Path) -> int:
-    return sum(1 for _ in _walk_files(root))
+    return sum(1 for _ in walk_files(root))
 
 
 def write(items: Iterable[ExportItem], out: Path, concepts: list[str]) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
 from deeptrain.errors import InvalidInput
+from deeptrain.images import read_file_limited
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,14 @@ class ImportRecord:
     """One candidate input.
 
     source: how the report names it (a file path, or ``labels.csv:12``).
-    read_bytes: loads the image bytes; called in a worker thread.
+    read_bytes: loads the image bytes, given the byte limit (refused by its size before
+        reading where the size is known); called in a worker thread.
     pixel_boxes: regions are in pixels of the image and get normalized once its real
         size is known (VOC, COCO); otherwise they are already normalized.
     """
 
     source: str
-    read_bytes: Callable[[], bytes]
+    read_bytes: Callable[[int], bytes]
     concepts: tuple[str, ...] = ()
     negatives: tuple[str, ...] = ()
     regions: tuple[Region, ...] = ()
@@ -89,8 +91,32 @@ def safe_join(base: Path, relative: str) -> Path:
     return path
 
 
-def file_reader(path: Path) -> Callable[[], bytes]:
-    return path.read_bytes
+def file_reader(path: Path) -> Callable[[int], bytes]:
+    return lambda max_bytes: read_file_limited(path, max_bytes)
+
+
+def is_inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, with every symbolic link resolved, lies inside ``root`` (resolved too)."""
+    return path.resolve().is_relative_to(root.resolve())
+
+
+def walk_files(root: Path, top: Path | None = None) -> Iterator[Path | Rejection]:
+    """Files under ``root`` in sorted order, streaming one directory at a time; hidden entries skipped.
+
+    Linked folders are not entered; a link to a file outside ``root`` is a ``Rejection``
+    (an import reads only what is inside the folder it was given).
+    """
+    top = root.resolve() if top is None else top
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield from walk_files(Path(entry.path), top)
+        elif entry.is_symlink() and not is_inside(top, Path(entry.path)):
+            yield Rejection(entry.path, "a symbolic link to something outside the import folder (not followed)")
+        elif entry.is_file():
+            yield Path(entry.path)
 
 
 def write_file(path: Path, data: bytes) -> None:

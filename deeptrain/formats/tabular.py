@@ -5,6 +5,10 @@ CSV columns: ``path``|``url``, ``concepts`` and ``negatives`` (``;``-separated n
 optional ``split``, ``input_id``, ``metadata`` (a JSON object). JSONL objects use the same
 keys with lists for ``concepts``/``negatives`` and may carry ``regions``: a list of
 ``{"concept", "top_row", "left_col", "bottom_row", "right_col"}`` (normalized).
+
+Both stream: memory does not grow with the number of rows, and one line may hold at most
+``MAX_LINE_CHARS`` characters (a longer JSONL row is rejected, a longer CSV line stops the
+import with its line number: a CSV row can span lines, so there is no safe place to resume).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TextIO
 
 from deeptrain.errors import InvalidInput
 from deeptrain.formats.records import (
@@ -28,6 +32,26 @@ from deeptrain.formats.records import (
 
 UrlReader = Callable[[str], bytes]
 _BOX_KEYS = ("top_row", "left_col", "bottom_row", "right_col")
+MAX_LINE_CHARS = 1024 * 1024
+
+
+def _bounded_lines(f: TextIO, name: str, skip_long: bool) -> Iterator[tuple[int, str | None]]:
+    """(line number, line) of a text file, none over ``MAX_LINE_CHARS``: a longer one is read past without being
+    held whole and comes as (number, None) when ``skip_long``, else ends the file with an ``InvalidInput``."""
+    n = 0
+    try:
+        while line := f.readline(MAX_LINE_CHARS + 1):
+            n += 1
+            if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                if not skip_long:
+                    raise InvalidInput(f"{name} line {n} is over {MAX_LINE_CHARS:,} characters")
+                while (rest := f.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                    pass
+                yield n, None
+                continue
+            yield n, line
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{name} is not UTF-8 text (after line {n}): {exc}") from None
 
 
 def _names(value: Any, field: str) -> tuple[str, ...]:
@@ -65,7 +89,7 @@ def _record(row: dict[str, Any], where: str, base: Path, read_url: UrlReader | N
     else:
         if read_url is None:
             raise InvalidInput("'url' rows need the service's storage")
-        reader = lambda u=str(url): read_url(u)  # noqa: E731
+        reader = lambda _max_bytes, u=str(url): read_url(u)  # noqa: E731 - stored inputs passed the limit
     metadata = row.get("metadata")
     if isinstance(metadata, str):
         try:
@@ -100,11 +124,14 @@ def _rows_to_records(rows: Iterator[tuple[str, Any]], base: Path, read_url: UrlR
 def read_csv(path: Path, read_url: UrlReader | None = None) -> Iterator[ReaderItem]:
     def rows() -> Iterator[tuple[str, Any]]:
         with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not ({"path", "url"} & set(reader.fieldnames)):
-                raise InvalidInput(f"{path}: CSV header must have a 'path' or 'url' column, got {reader.fieldnames}")
-            for row in reader:
-                yield f"{path}:{reader.line_num}", row
+            reader = csv.DictReader(line for _, line in _bounded_lines(f, path.name, skip_long=False))
+            try:
+                if not reader.fieldnames or not ({"path", "url"} & set(reader.fieldnames)):
+                    raise InvalidInput(f"{path}: CSV header must have a 'path' or 'url' column, got {reader.fieldnames}")
+                for row in reader:
+                    yield f"{path}:{reader.line_num}", row
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise InvalidInput(f"{path}: not a readable CSV file (line {reader.line_num}): {exc}") from None
 
     return _rows_to_records(rows(), path.parent, read_url)
 
@@ -112,10 +139,13 @@ def read_csv(path: Path, read_url: UrlReader | None = None) -> Iterator[ReaderIt
 def read_jsonl(path: Path, read_url: UrlReader | None = None) -> Iterator[ReaderItem]:
     def rows() -> Iterator[tuple[str, Any]]:
         with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+            for n, line in _bounded_lines(f, path.name, skip_long=True):
+                where = f"{path}:{n}"
+                if line is None:
+                    yield where, Rejection(where, f"line is over {MAX_LINE_CHARS:,} characters")
+                    continue
                 if not line.strip():
                     continue
-                where = f"{path}:{n}"
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:

@@ -18,9 +18,12 @@ from deeptrain.formats.records import (
     Region,
     Rejection,
     file_reader,
+    is_inside,
     safe_join,
     write_file,
 )
+
+MAX_XML_BYTES = 4 * 1024 * 1024  # one annotation file
 
 
 def _xml_files(root: Path) -> Iterator[Path]:
@@ -46,6 +49,9 @@ def _number(obj: ET.Element, tag: str, where: str) -> float:
 
 
 def record_from_xml(xml_path: Path) -> ImportRecord:
+    size = xml_path.stat().st_size
+    if size > MAX_XML_BYTES:
+        raise InvalidInput(f"{size:,} bytes, over the {MAX_XML_BYTES:,}-byte limit for one annotation file")
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
@@ -71,6 +77,9 @@ def record_from_xml(xml_path: Path) -> ImportRecord:
 
 def read(root: Path) -> Iterator[ReaderItem]:
     for xml_path in _xml_files(root):
+        if root.is_dir() and not is_inside(root, xml_path):
+            yield Rejection(str(xml_path), "a symbolic link to a file outside the import folder (not followed)")
+            continue
         try:
             yield record_from_xml(xml_path)
         except InvalidInput as exc:

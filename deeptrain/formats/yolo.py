@@ -1,6 +1,10 @@
 """YOLO txt: beside each image a ``.txt`` with ``class cx cy w h`` lines (normalized), class
 names in ``classes.txt`` (one per line) or ``data.yaml`` (``names``). Images may sit with
 their labels or in ``images/`` with labels in ``labels/`` (the Ultralytics layout).
+
+Hostile folders: ``classes.txt``, ``data.yaml`` and label files are at most
+``MAX_TEXT_BYTES`` each and must lie inside the folder (links out are refused);
+``data.yaml`` may not use YAML anchors/aliases (whose expansion can be exponential).
 """
 
 from __future__ import annotations
@@ -11,8 +15,6 @@ from typing import Iterable, Iterator
 import yaml
 
 from deeptrain.errors import InvalidInput
-from deeptrain.formats.imagefolder import _walk_files
-from deeptrain.images import IMAGE_SUFFIXES
 from deeptrain.formats.records import (
     ExportItem,
     ImportRecord,
@@ -20,20 +22,59 @@ from deeptrain.formats.records import (
     Region,
     Rejection,
     file_reader,
+    is_inside,
+    walk_files,
     write_file,
 )
+from deeptrain.images import IMAGE_SUFFIXES
+
+MAX_TEXT_BYTES = 4 * 1024 * 1024  # classes.txt, data.yaml, one label file
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without anchors and aliases."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases are not allowed (line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+def _read_text(root: Path, path: Path) -> str:
+    """A small text file of the folder: inside it, at most ``MAX_TEXT_BYTES``."""
+    if not is_inside(root, path):
+        raise InvalidInput(f"{path.name} is a link to a file outside the import folder (not followed)")
+    size = path.stat().st_size
+    if size > MAX_TEXT_BYTES:
+        raise InvalidInput(f"{path.name} is {size:,} bytes, over the {MAX_TEXT_BYTES:,}-byte limit for a label file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path.name} is not UTF-8 text: {exc}") from None
+
+
+def _yaml_names(root: Path) -> list[str] | None:
+    try:
+        doc = yaml.load(_read_text(root, root / "data.yaml"), Loader=_NoAliasLoader)  # noqa: S506 - safe, no aliases
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"data.yaml is not valid YAML: {exc}") from None
+    names = doc.get("names") if isinstance(doc, dict) else None
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names, key=str)]
+    if isinstance(names, list) and all(isinstance(n, (str, int, float)) for n in names):
+        return [str(n) for n in names]
+    return None
 
 
 def _class_names(root: Path) -> list[str]:
     if (root / "classes.txt").is_file():
-        return [line.strip() for line in (root / "classes.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in _read_text(root, root / "classes.txt").splitlines() if line.strip()]
     if (root / "data.yaml").is_file():
-        names = (yaml.safe_load((root / "data.yaml").read_text(encoding="utf-8")) or {}).get("names")
-        if isinstance(names, dict):
-            return [str(names[k]) for k in sorted(names)]
-        if isinstance(names, list):
-            return [str(n) for n in names]
-    raise InvalidInput(f"{root}: YOLO folder needs classes.txt or data.yaml with 'names'")
+        names = _yaml_names(root)
+        if names is not None:
+            return names
+    raise InvalidInput(f"{root}: YOLO folder needs classes.txt or data.yaml with 'names' (a list of class names)")
 
 
 def _label_path(root: Path, image: Path) -> Path:
@@ -44,9 +85,9 @@ def _label_path(root: Path, image: Path) -> Path:
     return beside
 
 
-def _regions(label_file: Path, names: list[str]) -> tuple[Region, ...]:
+def _regions(root: Path, label_file: Path, names: list[str]) -> tuple[Region, ...]:
     regions = []
-    for n, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(_read_text(root, label_file).splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -64,14 +105,17 @@ def _regions(label_file: Path, names: list[str]) -> tuple[Region, ...]:
 
 def read(root: Path) -> Iterator[ReaderItem]:
     names = _class_names(root)
-    for path in _walk_files(root):
+    for path in walk_files(root):
+        if isinstance(path, Rejection):
+            yield path
+            continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             if path.suffix.lower() not in (".txt", ".yaml", ".yml"):
                 yield Rejection(str(path), f"not an image file (suffix {path.suffix!r})")
             continue
         label = _label_path(root, path)
         try:
-            regions = _regions(label, names) if label.is_file() else ()
+            regions = _regions(root, label, names) if label.is_file() else ()
         except InvalidInput as exc:
             yield Rejection(str(path), str(exc))
             continue

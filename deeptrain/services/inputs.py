@@ -10,6 +10,7 @@ re-running the same import simply skips what already landed (as duplicates).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -108,7 +109,7 @@ def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
         if overlap:
             raise InvalidInput(f"concept(s) {sorted(overlap)} are both positive and negative")
         try:
-            data = record.read_bytes()
+            data = record.read_bytes(ctx.settings.max_image_bytes)
         except FileNotFoundError as exc:
             raise InvalidInput(f"file not found: {exc.filename or exc}") from None
         except IsADirectoryError as exc:
@@ -239,9 +240,28 @@ def import_records(
     return report
 
 
-def read_stored_url(ctx: Context) -> Callable[[str], bytes]:
-    """Reads an object of the service's storage by URL (for ``url`` rows in CSV/JSONL)."""
-    return lambda url: ctx.storage.get_bytes(ctx.storage.key_for_uri(url))
+_INPUT_KEY = re.compile(r"apps/(?P<app>[^/]+)/inputs/[0-9a-f]{2}/(?P<sha>[0-9a-f]{64})\.[a-z]+")
+
+
+def read_input_url(ctx: Context, app_id: str, url: str) -> bytes:
+    """The bytes of the input of ``app_id`` whose storage URL ``url`` is — the one rule for every ``url`` a caller
+    gives (HTTP predictions, workflows and searches, CSV/JSONL imports).
+
+    A URL resolves only to an input of the same app: not another app's object, and not a model, report,
+    checkpoint or dataset of this one. Every other URL gets the same answer, whether or not something exists
+    there, and the answer names neither the URL's path nor the storage.
+    """
+    key = ctx.storage.key_for_uri(url)
+    match = _INPUT_KEY.fullmatch(key or "")
+    row = None
+    if match is not None and match["app"] == app_id:
+        with ctx.store.engine.connect() as conn:
+            row = conn.execute(select(Input.storage_key).where(Input.app_id == app_id,
+                                                               Input.sha256 == match["sha"])).first()
+    if row is None or row.storage_key != key:
+        raise NotFound(f"url does not name an input of app {app_id!r} (a url must be the storage URL of one of "
+                       "this app's inputs)")
+    return ctx.storage.get_bytes(key)
 
 
 def import_path(
@@ -257,7 +277,12 @@ def import_path(
         raise InvalidInput(f"format {fmt!r} imports a folder, but {str(path)!r} is a file")
     if spec.path_kind == "file" and not path.is_file():
         raise InvalidInput(f"format {fmt!r} imports a file, but {str(path)!r} is a folder")
-    return import_records(ctx, app_id, spec.reader(path, read_stored_url(ctx)), split=split, on_progress=on_progress)
+    limit = ctx.settings.max_label_file_bytes
+    if spec.loads_whole and path.stat().st_size > limit:
+        raise InvalidInput(f"{str(path)!r} is {path.stat().st_size:,} bytes, over the {limit:,}-byte limit for a "
+                           f"{fmt} file, which is read whole (DEEPTRAIN_MAX_LABEL_FILE_BYTES)")
+    reader = spec.reader(path, lambda url: read_input_url(ctx, app_id, url))
+    return import_records(ctx, app_id, reader, split=split, on_progress=on_progress)
 
 
 def count_candidates(path: str | Path, fmt: str) -> int | None:

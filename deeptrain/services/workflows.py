@@ -9,7 +9,9 @@ version, resolved again on every run).
 
 Running (``run_workflow``): with a detect step, the detector's regions are cropped out of
 the *original* image (normalized box -> pixel box, rounded outwards) and every later step
-runs on each crop; without one, every step runs on the whole image. Predictions go
+runs on each crop; without one, every step runs on the whole image. One request crops at
+most ``Settings.max_workflow_crops`` regions of at most ``max_image_pixels`` pixels in all
+(a refusal says by how much it is over and what to change). Predictions go
 through a ``predict(version, images, threshold, top_k)`` callable: the SDK passes the
 local ``deeptrain.inference`` path, the HTTP gateway its Ray Serve predictors — the same
 code on both sides, so their results are equal.
@@ -26,6 +28,7 @@ from sqlalchemy import select
 
 from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
+from deeptrain.images import decode_checked
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context, require_app
 from deeptrain.store import Workflow
@@ -144,10 +147,31 @@ def crop_box(width: int, height: int, box: dict[str, float]) -> tuple[int, int, 
     return left, top, right, bottom
 
 
+def check_crop_budget(ctx: Context, images: Sequence[bytes], detections: Sequence[dict[str, Any]]) -> None:
+    """Refuse a request whose crops would be too many, or too many pixels in all (memory per request is bounded)."""
+    count, pixels = 0, 0
+    for data, det in zip(images, detections):
+        with Image.open(io.BytesIO(data)) as img:  # the header only
+            width, height = img.size
+        for region in det["regions"]:
+            left, top, right, bottom = crop_box(width, height, region["bounding_box"])
+            count, pixels = count + 1, pixels + (right - left) * (bottom - top)
+    settings = ctx.settings
+    if count > settings.max_workflow_crops:
+        raise InvalidInput(f"the detector found {count} regions in these inputs, over the {settings.max_workflow_crops} "
+                           "a workflow request may crop (DEEPTRAIN_MAX_WORKFLOW_CROPS): raise min_value or send fewer "
+                           "inputs per request")
+    if pixels > settings.max_image_pixels:
+        raise InvalidInput(f"the detected regions hold {pixels:,} pixels in all, over the {settings.max_image_pixels:,} "
+                           "a workflow request may crop (DEEPTRAIN_MAX_IMAGE_PIXELS): raise min_value or send fewer "
+                           "inputs per request")
+
+
 def crop_regions(data: bytes, boxes: Sequence[dict[str, float]]) -> list[bytes]:
     """PNG crops (lossless) of the original image, one per normalized box."""
-    with Image.open(io.BytesIO(data)) as raw:
-        image = raw.convert("RGB")
+    if not boxes:
+        return []
+    image = decode_checked(data)
     crops = []
     for box in boxes:
         out = io.BytesIO()
@@ -179,6 +203,7 @@ def run_workflow(ctx: Context, app_id: str, workflow_id: str, images: Sequence[b
         return [{"outputs": [_step_output(step, version, outs[i]) for (step, version), outs in zip(steps, per_step)]}
                 for i in range(len(images))]
     detections = predict(first_version, list(images), threshold, None)
+    check_crop_budget(ctx, images, detections)
     crops = [crop for data, det in zip(images, detections)
              for crop in crop_regions(data, [r["bounding_box"] for r in det["regions"]])]
     per_step = [predict(version, crops, None, top_k) if crops else [] for _, version in rest]

@@ -1,0 +1,97 @@
+"""The Predictor deployment: multiplexed model versions, batched forward passes, per-image errors and deadlines.
+
+``serve.multiplexed`` keeps the most recently used versions loaded per replica (LRU,
+``DEEPTRAIN_SERVE_MAX_MODELS`` bounds the memory), ``serve.batch`` groups concurrent images
+of one version into one forward pass. Predictions go through ``deeptrain.inference``
+(``prepare`` + ``predict_prepared``), the path the CLI, SDK and offline evaluation use, so a
+served output equals the offline one for the same version and image.
+
+Each image is its own item of a batch, and fails or times out alone: one that cannot be
+decoded answers ``{"error": "invalid", ...}``, one whose caller's time is up
+(``budget_s`` from the gateway, counted from when the replica received it) answers
+``{"error": "timeout"}`` and is neither decoded nor run through the model. So a request
+that timed out does not keep the replica busy past its deadline, and the requests batched
+with a bad image are answered normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, NamedTuple
+
+from ray import serve
+
+from deeptrain.config import Settings
+from deeptrain.errors import InvalidInput
+from deeptrain.services.context import Context
+
+MAX_MODELS_PER_REPLICA = int(os.environ.get("DEEPTRAIN_SERVE_MAX_MODELS", 4))
+
+
+class Item(NamedTuple):
+    data: bytes
+    threshold: float | None
+    top_k: int | None
+    deadline: float  # time.monotonic() on the replica
+
+
+def predict_items(loaded, items: list[Item]) -> list[dict[str, Any]]:
+    """One result per item: the prediction, or ``{"error": "invalid"|"timeout", "message"}``. Runs in a thread."""
+    from deeptrain.inference import predict_prepared, prepare
+
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    prepared: dict[int, Any] = {}
+    for i, item in enumerate(items):
+        if time.monotonic() > item.deadline:
+            results[i] = {"error": "timeout", "message": "the request's time ran out before this image was decoded"}
+            continue
+        try:
+            prepared[i] = prepare(loaded, item.data)
+        except InvalidInput as exc:
+            results[i] = {"error": "invalid", "message": str(exc)}
+    groups: dict[tuple[float | None, int | None], list[int]] = {}
+    for i in prepared:
+        groups.setdefault((items[i].threshold, items[i].top_k), []).append(i)
+    for (threshold, top_k), idx in groups.items():
+        live = [i for i in idx if time.monotonic() <= items[i].deadline]
+        for i in set(idx) - set(live):
+            results[i] = {"error": "timeout", "message": "the request's time ran out before the model ran"}
+        outs = predict_prepared(loaded, [prepared[i] for i in live], threshold=threshold, top_k=top_k)
+        for i, out in zip(live, outs):
+            results[i] = out
+    return results  # type: ignore[return-value]
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
+class Predictor:
+    """Loads versions on demand (LRU per replica) and predicts on batches of images."""
+
+    def __init__(self, settings_env: dict[str, str], torch_threads: int | None = None):
+        import ray
+        import torch
+
+        # as many threads as CPUs reserved for the replica (at least one): one per core of the node
+        # oversubscribes it whenever anything else runs there (other replicas, the gateway, the proxy);
+        # measured with bench/serve_bench.py on 2 cores: 2 threads 13.9 images/s at concurrency 32, 1 thread 20.6
+        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+        torch.set_num_threads(torch_threads or max(1, int(reserved)))
+        self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
+    async def get_model(self, artifacts: str):
+        from deeptrain.artifacts import load_model
+
+        return await asyncio.to_thread(load_model, self.ctx.storage, artifacts)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
+        loaded = await self.get_model(serve.get_multiplexed_model_id())
+        return await asyncio.to_thread(predict_items, loaded, items)
+
+    async def predict(self, data: bytes, threshold: float | None = None, top_k: int | None = None,
+                      budget_s: float | None = None) -> dict[str, Any]:
+        """The prediction for one image, or ``{"error": ...}``; ``budget_s``: the seconds its caller still waits."""
+        budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
+        return await self._batched(Item(data, threshold, top_k, time.monotonic() + budget))
