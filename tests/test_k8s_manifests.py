@@ -295,8 +295,9 @@ def test_rayservice_serves_the_serve_config():
     assert module == "serve.app"
     tree = ast.parse((ROOT / "serve" / "app.py").read_text())
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    deployments = {n.name for n in tree.body if isinstance(n, ast.ClassDef)
-                   and any("serve.deployment" in ast.unparse(d) for d in n.decorator_list)}
+    deployments = {n.name for f in (ROOT / "serve").glob("*.py") for n in ast.parse(f.read_text()).body
+                   if isinstance(n, ast.ClassDef) and any("serve.deployment" in ast.unparse(d) for d in n.decorator_list)}
+    assert "from serve.predictor import Predictor" in (ROOT / "serve" / "app.py").read_text()
     assert attr in functions
     assert {d["name"] for d in app["deployments"]} <= deployments == {"Gateway", "Predictor"}
 
