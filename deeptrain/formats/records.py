@@ -95,6 +95,9 @@ def file_reader(path: Path) -> Callable[[int], bytes]:
     return lambda max_bytes: read_file_limited(path, max_bytes)
 
 
+LINK_OUT = "a symbolic link to something outside the import folder (not followed)"
+
+
 def is_inside(root: Path, path: Path) -> bool:
     """Whether ``path``, with every symbolic link resolved, lies inside ``root`` (resolved too)."""
     return path.resolve().is_relative_to(root.resolve())
@@ -114,7 +117,7 @@ def walk_files(root: Path, top: Path | None = None) -> Iterator[Path | Rejection
         if entry.is_dir(follow_symlinks=False):
             yield from walk_files(Path(entry.path), top)
         elif entry.is_symlink() and not is_inside(top, Path(entry.path)):
-            yield Rejection(entry.path, "a symbolic link to something outside the import folder (not followed)")
+            yield Rejection(entry.path, LINK_OUT)
         elif entry.is_file():
             yield Path(entry.path)
 

@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 from deeptrain.errors import InvalidInput
 from deeptrain.formats.records import (
     ExportItem,
+    LINK_OUT,
     ImportRecord,
     ReaderItem,
     Region,
@@ -78,7 +79,7 @@ def record_from_xml(xml_path: Path) -> ImportRecord:
 def read(root: Path) -> Iterator[ReaderItem]:
     for xml_path in _xml_files(root):
         if root.is_dir() and not is_inside(root, xml_path):
-            yield Rejection(str(xml_path), "a symbolic link to a file outside the import folder (not followed)")
+            yield Rejection(str(xml_path), LINK_OUT)
             continue
         try:
             yield record_from_xml(xml_path)

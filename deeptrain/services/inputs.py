@@ -277,9 +277,9 @@ def import_path(
         raise InvalidInput(f"format {fmt!r} imports a folder, but {str(path)!r} is a file")
     if spec.path_kind == "file" and not path.is_file():
         raise InvalidInput(f"format {fmt!r} imports a file, but {str(path)!r} is a folder")
-    limit = ctx.settings.max_label_file_bytes
-    if spec.loads_whole and path.stat().st_size > limit:
-        raise InvalidInput(f"{str(path)!r} is {path.stat().st_size:,} bytes, over the {limit:,}-byte limit for a "
+    limit, size = ctx.settings.max_label_file_bytes, path.stat().st_size
+    if spec.loads_whole and size > limit:
+        raise InvalidInput(f"{str(path)!r} is {size:,} bytes, over the {limit:,}-byte limit for a "
                            f"{fmt} file, which is read whole (DEEPTRAIN_MAX_LABEL_FILE_BYTES)")
     reader = spec.reader(path, lambda url: read_input_url(ctx, app_id, url))
     return import_records(ctx, app_id, reader, split=split, on_progress=on_progress)
