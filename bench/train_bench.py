@@ -32,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from deeptrain.config import Settings  # noqa: E402
-from deeptrain.jobs.train import worker_torch_threads  # noqa: E402
+from deeptrain.jobs.worker import worker_torch_threads  # noqa: E402
 from deeptrain.params import resolve_params  # noqa: E402
 from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
 from deeptrain.sdk import Client  # noqa: E402
@@ -48,7 +48,7 @@ def bare_loop(image_size: int, batch: int, steps: int, threads: int) -> float:
     params = resolve_params(template, {"image_size": image_size, "batch_size": batch, "lrate": 0.05})
     torch.manual_seed(0)
     model = template.build(10, logreg=True)
-    optimizer = make_optimizer(model, template.head_prefixes, params, pretrained_base=False)
+    optimizer = make_optimizer(model, template.head_prefixes, params)
     x = torch.randn(batch, 3, image_size, image_size)
     y = torch.nn.functional.one_hot(torch.randint(0, 10, (batch,)), 10).float()
     model.train()
@@ -66,18 +66,11 @@ def pipeline(client: Client, workers: int, image_size: int, batch: int, epochs: 
     """The last epoch's record of a real training run, with the run's wall time (``wall_s``)."""
     model = f"bench-{workers}w-{'cached' if cache else 'streamed'}"
     client.create_model("bench", model, *TEMPLATE, {"image_size": image_size})
-    fraction = os.environ.get("DEEPTRAIN_DATA_CACHE_FRACTION")
-    if not cache:
-        os.environ["DEEPTRAIN_DATA_CACHE_FRACTION"] = "0"
-    try:
-        start = time.perf_counter()
-        v = client.train("bench", model, {"num_epochs": epochs, "batch_size": batch, "lrate": 0.05,
-                                          "test_freq": epochs}, workers=workers)
-        wall = time.perf_counter() - start
-    finally:
-        os.environ.pop("DEEPTRAIN_DATA_CACHE_FRACTION", None)
-        if fraction is not None:
-            os.environ["DEEPTRAIN_DATA_CACHE_FRACTION"] = fraction
+    runner = client if cache else Client(client.settings.replace(data_cache_fraction=0.0))  # 0: always stream
+    start = time.perf_counter()
+    v = runner.train("bench", model, {"num_epochs": epochs, "batch_size": batch, "lrate": 0.05,
+                                      "test_freq": epochs}, workers=workers)
+    wall = time.perf_counter() - start
     assert v["status"] == "trained", v["error"]
     assert v["progress"]["input"]["mode"] == ("cached" if cache else "streamed"), v["progress"]["input"]
     return {**v["progress"]["history"][-1], "wall_s": wall}

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from deeptrain.config import Settings  # noqa: E402
-from deeptrain.jobs.cluster import ensure_ray  # noqa: E402
+from deeptrain.cluster import ensure_ray  # noqa: E402
 from deeptrain.jobs.train import cluster_use_gpu  # noqa: E402
 from deeptrain.jobs.tune import fit_concurrency  # noqa: E402
 from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
 
         tuned = {}  # trials at once -> (run, wall s)
         # what client.tune runs at once by default (the model leaves use_gpu to the cluster)
-        fits = fit_concurrency(1, cluster_use_gpu(None), None, args.trials)
+        fits = fit_concurrency(1, cluster_use_gpu(None), None, args.trials, client.settings.cpu_per_worker)
         for concurrency in sorted({1, fits}):
             start = time.perf_counter()
             run = client.tune("bench", "clf", parse_space(SPACE), trials=args.trials, scheduler="fifo",

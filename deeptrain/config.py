@@ -1,74 +1,130 @@
-"""Service settings, read once from the environment into an explicit value object."""
+"""Service settings: every ``DEEPTRAIN_*`` variable is a field of ``Settings``, read in one place.
+
+``Settings.from_env()`` reads the process environment; ``Settings.from_env(env=mapping)``
+reads only ``mapping`` (a test, a demo, a worker handed its driver's variables).
+``Settings.as_env()`` is the only way settings reach another process (Ray workers, Serve
+replicas, Ray Jobs): the receiving side calls ``Settings.from_env()`` and gets the same values.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from deeptrain.errors import InvalidInput
 
 DEFAULT_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000  # e.g. 8000 x 8000; larger is treated as a decompression bomb
 DEFAULT_MAX_LABEL_FILE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+DEFAULT_CPU_PER_WORKER = 0.5
+PREFIX = "DEEPTRAIN_"
+
+_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("deeptrain_settings_env", default=None)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Where deeptrain keeps its data, and its limits.
+class _MappingEnv(EnvSettingsSource):
+    """pydantic-settings' environment source, over a given mapping instead of ``os.environ``."""
 
-    home: local working directory (default ``./.deeptrain``).
-    storage_uri: root of object storage: ``file:///abs/path`` or ``s3://bucket/prefix``.
-    database_url: SQLAlchemy URL of the metadata store.
-    max_image_bytes, max_image_pixels: one image's limits (upload, import, prediction).
-    max_label_file_bytes: a label file that is read whole (COCO JSON) may be at most this big.
-    import_workers: threads that read, decode and store images during an import.
-    max_request_bytes: an HTTP request body's limit (413 above it).
-    request_timeout_s: an HTTP prediction, search or workflow answers 504 after this; the
-        replica drops that request's images it has not started (no work past the deadline).
-    max_workflow_crops: a workflow request may crop at most this many detected regions.
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        self._mapping = {k: v for k, v in env.items() if isinstance(v, str)}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._mapping.items()}
+
+
+class Settings(BaseSettings):
+    """Where deeptrain keeps its data, its limits, and how it uses a Ray cluster.
+
+    Each field ``name`` is the variable ``DEEPTRAIN_NAME`` (``storage_uri`` is ``DEEPTRAIN_STORAGE``).
     """
 
-    home: Path
-    storage_uri: str
-    database_url: str
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    import_workers: int = 4
-    max_label_file_bytes: int = DEFAULT_MAX_LABEL_FILE_BYTES
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    request_timeout_s: float = 60.0
-    max_workflow_crops: int = 256
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore", populate_by_name=True)
+
+    home: Path = Field(Path(".deeptrain"), description="local working directory")
+    storage_uri: str | None = Field(None, validation_alias="DEEPTRAIN_STORAGE", description=(
+        "root of object storage: file:///abs/path or s3://bucket/prefix (default: HOME/storage)"))
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the metadata store "
+                                                       "(default: SQLite in HOME)")
+    max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, ge=1, description="one image's size limit")
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="one image's pixel limit")
+    import_workers: int = Field(4, ge=1, description="threads that read, decode and store images in an import")
+    max_label_file_bytes: int = Field(DEFAULT_MAX_LABEL_FILE_BYTES, ge=1,
+                                      description="a label file read whole (COCO JSON) may be at most this big")
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=1, description="an HTTP body's limit (413)")
+    request_timeout_s: float = Field(60.0, gt=0, description=(
+        "an HTTP prediction, search or workflow answers 504 after this; the replica drops that "
+        "request's images it has not started"))
+    max_workflow_crops: int = Field(256, ge=0, description="detected regions one workflow request may crop")
+    cpu_per_worker: float = Field(DEFAULT_CPU_PER_WORKER, ge=0, description="CPUs a Ray Train worker reserves")
+    max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train allows a run")
+    data_cache_fraction: float = Field(0.2, ge=0, le=1, description=(
+        "a run keeps its preprocessed splits in Ray's object store when they take at most this fraction "
+        "of it (0: always stream)"))
+    torch_threads: int | None = Field(None, ge=1, description=(
+        "torch threads per training worker (default: the node's cores shared by its workers)"))
+    search_approx_min: int = Field(50_000, ge=1, description="from this many vectors the search index is "
+                                                             "approximate (IVF), below it exact")
+    serve_max_models: int = Field(4, ge=1, description="model versions one prediction replica keeps loaded")
+    cluster_connect_timeout_s: float = Field(10.0, gt=0, description="how long to wait for a Ray cluster")
+    job_id: str | None = Field(None, description="the Ray Job this process runs as (set by `deeptrain submit`)")
+    # sample data and `make demo`
+    fashion_mnist_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"), validation_alias="DEEPTRAIN_FASHION_MNIST",
+                                    description="Fashion-MNIST's files (Debian's dataset-fashion-mnist)")
+    demo_home: Path = Field(Path(".demo"), description="where `make demo` keeps its data")
+    demo_per_class: int = Field(300, ge=1, description="`make demo`: training images per class")
+    demo_epochs: int = Field(3, ge=1, description="`make demo`: training epochs")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> "Settings":
-        env = os.environ if env is None else env
-        home = Path(env.get("DEEPTRAIN_HOME", ".deeptrain")).expanduser().resolve()
-        settings = cls(
-            home=home,
-            storage_uri=env.get("DEEPTRAIN_STORAGE") or (home / "storage").as_uri(),
-            database_url=env.get("DEEPTRAIN_DATABASE_URL") or f"sqlite:///{home / 'deeptrain.db'}",
-            max_image_bytes=int(env.get("DEEPTRAIN_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)),
-            max_image_pixels=int(env.get("DEEPTRAIN_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)),
-            import_workers=int(env.get("DEEPTRAIN_IMPORT_WORKERS", 4)),
-            max_label_file_bytes=int(env.get("DEEPTRAIN_MAX_LABEL_FILE_BYTES", DEFAULT_MAX_LABEL_FILE_BYTES)),
-            max_request_bytes=int(env.get("DEEPTRAIN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES)),
-            request_timeout_s=float(env.get("DEEPTRAIN_REQUEST_TIMEOUT_S", 60)),
-            max_workflow_crops=int(env.get("DEEPTRAIN_MAX_WORKFLOW_CROPS", 256)),
-        )
-        return replace(settings, **overrides) if overrides else settings
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        env = _ENV.get()
+        return (init_settings, env_settings if env is None else _MappingEnv(settings_cls, env))
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return Path(home).expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _defaults_in_home(self) -> "Settings":
+        if not self.storage_uri:
+            self.__dict__["storage_uri"] = (self.home / "storage").as_uri()
+        if not self.database_url:
+            self.__dict__["database_url"] = f"sqlite:///{self.home / 'deeptrain.db'}"
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Settings from ``env`` (default: the process environment), then ``overrides`` by field name."""
+        token = _ENV.set(dict(os.environ) if env is None else env)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            problems = [f"{cls.variable(str(e['loc'][0])) if e.get('loc') else 'settings'}={e.get('input')!r}: "
+                        f"{e['msg']}" for e in exc.errors(include_url=False)]
+            raise InvalidInput(f"invalid setting {'; '.join(problems)}") from None
+        finally:
+            _ENV.reset(token)
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable of a field."""
+        if name not in cls.model_fields:  # already a variable (an alias)
+            return name
+        alias = cls.model_fields[name].validation_alias
+        return alias if isinstance(alias, str) else PREFIX + name.upper()
 
     def as_env(self) -> dict[str, str]:
-        """The DEEPTRAIN_* variables that reproduce these settings in another process."""
-        return {
-            "DEEPTRAIN_HOME": str(self.home),
-            "DEEPTRAIN_STORAGE": self.storage_uri,
-            "DEEPTRAIN_DATABASE_URL": self.database_url,
-            "DEEPTRAIN_MAX_IMAGE_BYTES": str(self.max_image_bytes),
-            "DEEPTRAIN_MAX_IMAGE_PIXELS": str(self.max_image_pixels),
-            "DEEPTRAIN_IMPORT_WORKERS": str(self.import_workers),
-            "DEEPTRAIN_MAX_LABEL_FILE_BYTES": str(self.max_label_file_bytes),
-            "DEEPTRAIN_MAX_REQUEST_BYTES": str(self.max_request_bytes),
-            "DEEPTRAIN_REQUEST_TIMEOUT_S": repr(self.request_timeout_s),
-            "DEEPTRAIN_MAX_WORKFLOW_CROPS": str(self.max_workflow_crops),
-        }
+        """The ``DEEPTRAIN_*`` variables that reproduce these settings in another process."""
+        return {self.variable(name): str(value) for name, value in self.model_dump().items() if value is not None}
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with ``changes`` (validated)."""
+        return type(self).from_env(env=self.as_env(), **changes)

@@ -4,7 +4,9 @@ Every check names its reason, so an import report or an HTTP 400 can say exactly
 file was refused: empty, over the byte limit, not an image, zero size, a decompression
 bomb (declared pixels over the cap, checked from the header before decoding), or a
 truncated/corrupt file (found by decoding it fully). Imports decode fully before storing;
-prediction checks the header at the gateway and decodes once, on the replica.
+an image to predict on or search with comes in through ``read_checked_image`` (the SDK, the
+HTTP gateway and search alike), which checks its header once, and is decoded once, where
+the model runs.
 
 Pillow's own process-wide guard (``Image.MAX_IMAGE_PIXELS``) stays on: our explicit
 ``max_pixels`` check runs first with a clearer message, and Pillow's refuses anything
@@ -19,11 +21,11 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Union
 
 from PIL import Image, UnidentifiedImageError
 
-from deeptrain.errors import InvalidInput
+from deeptrain.errors import InvalidInput, NotFound
 
 # Pillow's warning between its limit and twice that says what our explicit max_pixels check says first
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -43,6 +45,53 @@ class ImageInfo:
     @property
     def extension(self) -> str:
         return EXTENSIONS.get(self.format, self.format)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """One image's limits: bytes (checked before a file is read) and declared pixels (from the header)."""
+
+    max_bytes: int
+    max_pixels: int
+
+    @classmethod
+    def of(cls, settings) -> "ImageLimits":
+        """The limits of a ``deeptrain.config.Settings`` (``max_image_bytes``, ``max_image_pixels``)."""
+        return cls(settings.max_image_bytes, settings.max_image_pixels)
+
+
+# an image's bytes, a file path, or a function that reads the bytes (a request's base64, a stored input, ...)
+ImageSource = Union[bytes, str, os.PathLike, Callable[[], bytes]]
+
+
+def read_checked_image(source: ImageSource, limits: ImageLimits, name: str | None = None) -> bytes:
+    """The one intake of an image to predict on or search with: its bytes, checked from the header.
+
+    ``source`` is the bytes, a file (read bounded by ``limits.max_bytes``) or a function that
+    returns them. The header is checked once (size, pixel limit, format); nothing is decoded:
+    that happens once, where the model runs (``decode_checked``). An ``InvalidInput`` or
+    ``NotFound`` from reading or checking is raised again prefixed with ``name`` (which image);
+    a file is named only by the path its caller gave.
+    """
+    try:
+        data = _source_bytes(source, limits.max_bytes)
+        check_header(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    except (InvalidInput, NotFound) as exc:
+        if name is None:
+            raise
+        raise (NotFound if isinstance(exc, NotFound) else InvalidInput)(f"{name}: {exc}") from None
+    return data
+
+
+def _source_bytes(source: ImageSource, max_bytes: int) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if callable(source):
+        return source()
+    try:
+        return read_file_limited(source, max_bytes)
+    except OSError as exc:
+        raise InvalidInput(f"cannot read image file {str(source)!r}: {exc.strerror or exc}") from None
 
 
 def read_file_limited(path: str | os.PathLike, max_bytes: int) -> bytes:

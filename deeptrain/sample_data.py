@@ -11,14 +11,14 @@ from __future__ import annotations
 import gzip
 import io
 import importlib.util
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-FASHION_MNIST_DIR = Path(os.environ.get("DEEPTRAIN_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+from deeptrain.config import Settings
+
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
@@ -26,17 +26,22 @@ _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
+def fashion_mnist_dir() -> Path:
+    """Where Fashion-MNIST's files are (``Settings.fashion_mnist_dir``, ``DEEPTRAIN_FASHION_MNIST``)."""
+    return Settings.from_env().fashion_mnist_dir
+
+
 def fashion_mnist_available() -> bool:
-    return all((FASHION_MNIST_DIR / f).is_file() for pair in _FILES.values() for f in pair)
+    return all((fashion_mnist_dir() / f).is_file() for pair in _FILES.values() for f in pair)
 
 
 def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 28, 28], labels uint8 [N]) from the Debian package's idx files."""
     if not fashion_mnist_available():
         raise FileNotFoundError(
-            f"Fashion-MNIST not found under {FASHION_MNIST_DIR}; install Debian's dataset-fashion-mnist package"
+            f"Fashion-MNIST not found under {fashion_mnist_dir()}; install Debian's dataset-fashion-mnist package"
         )
-    images_file, labels_file = (FASHION_MNIST_DIR / f for f in _FILES[split])
+    images_file, labels_file = (fashion_mnist_dir() / f for f in _FILES[split])
     with gzip.open(images_file, "rb") as f:
         magic, n, rows, cols = struct.unpack(">IIII", f.read(16))
         assert magic == 2051, f"{images_file} is not an idx image file"

@@ -22,7 +22,8 @@ import math
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from deeptrain.params import HyperParams, ParamError, check_param_names, parse_cli_params, resolve_params
+from deeptrain.params import (MULTIPLIER_IGNORED, HyperParams, ParamError, check_param_names, parse_cli_params,
+                              resolve_params)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.tune.search.sample import Domain
@@ -146,21 +147,19 @@ def domain_values(name: str, domain: Any) -> list[Any]:
 
 
 def check_space(template: "Template", base: Mapping[str, Any], space: Mapping[str, Any],
-                num_workers: int) -> dict[str, list[Any]]:
+                num_workers: int, model_params: Mapping[str, Any] | None = None) -> dict[str, list[Any]]:
     """Refuse a space some of whose values the schema rejects; returns the values checked per name.
 
-    ``base`` is what every trial shares (the model's params and the run's fixed params).
-    Each value is checked with the others at their base value, then all the first values
-    together (so that e.g. ``lrate`` and ``per_item_lrate`` both in the space is caught).
+    ``base`` is what every trial of the run shares (its fixed params), on top of the model's
+    ``model_params`` (a layer below: a rate in the run replaces the model's). Each value is
+    checked with the others at their base value, then all the first values together (so
+    that e.g. ``lrate`` and ``per_item_lrate`` both in the space is caught).
     """
     if not space:
         raise ParamError(None, None, "the search space is empty: give at least one --space name=kind:args")
     check_param_names(space)
-    if "base_gradient_multiplier" in space and not base.get("init_from"):
-        warnings.warn("base_gradient_multiplier is ignored without init_from: every trial trains the whole model "
-                      "at lrate", UserWarning, stacklevel=2)
     checked: dict[str, list[Any]] = {}
-    with warnings.catch_warnings():  # the warning above, once, instead of once per value
+    with warnings.catch_warnings():  # the multiplier's warning once below, not once per value
         warnings.simplefilter("ignore", UserWarning)
         for name, domain in space.items():
             values = domain_values(name, domain)
@@ -168,14 +167,17 @@ def check_space(template: "Template", base: Mapping[str, Any], space: Mapping[st
                 raise ParamError(name, describe_domain(domain), f"cannot be tuned: {NOT_TUNABLE[name]}")
             for value in values:
                 try:
-                    resolve_params(template, {**base, name: value}, num_workers)
+                    resolve_params(template, model_params, {**base, name: value}, num_workers=num_workers)
                 except ParamError as exc:
                     where = f"the search space {name}={describe_domain(domain)} can sample {value!r}, which is invalid"
                     raise ParamError(exc.param, exc.value, f"{where}: {exc}", message=f"{where}: {exc}") from None
             checked[name] = values
         try:
-            resolve_params(template, {**base, **{n: v[0] for n, v in checked.items()}}, num_workers)
+            first = resolve_params(template, model_params, {**base, **{n: v[0] for n, v in checked.items()}},
+                                   num_workers=num_workers)
         except ParamError as exc:
             raise ParamError(exc.param, exc.value, f"the search space's parameters conflict: {exc}",
                              message=f"the search space's parameters conflict: {exc}") from None
+    if "base_gradient_multiplier" in space and not first.pretrained_base:
+        warnings.warn(f"{MULTIPLIER_IGNORED}, in every trial", UserWarning, stacklevel=2)
     return checked

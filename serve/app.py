@@ -5,48 +5,43 @@ Serve rewrites for the ingress class, and string annotations are not resolved th
 
 Gateway (ingress, no CPU reserved): checks the app's API key (``Authorization: Key
 <key>`` with the ``predict`` scope) *before* it reads the body, resolves the app, model and
-version in the metadata store, reads the images (bytes, the storage URL of one of the
-app's inputs, or a stored input id; ``deeptrain.services.inputs.read_input_url`` is the
-one rule for URLs) and checks their headers, and sends each image to the Predictor
-(``serve/predictor.py``, which decodes it once) with the version's artifact prefix as the
-multiplexed model id and the seconds left of the request's ``request_timeout_s``.
+version in the metadata store, reads the images and checks their headers
+(``serve/intake.py``: bytes, the storage URL of one of the app's inputs, or a stored input
+id), and sends each image to the Predictor (``serve/predictor.py``, which decodes it once;
+the calls and their deadline: ``serve/predictor_calls.py``) with the version's artifact
+prefix as the multiplexed model id and the seconds left of the request's ``request_timeout_s``.
 Searches (``POST /v2/apps/{app}/searches``, ``search`` scope) embed a query image through
 the same Predictor and look it up in the app's faiss index (``deeptrain.search``), which
 the Gateway keeps loaded per app and reloads when the app's index pointer names a new
 build. Workflows (``POST /v2/apps/{app}/workflows/{name}/results``, ``predict`` scope) run
 ``deeptrain.services.workflows.run_workflow`` in a worker thread, each step's images sent
-to the Predictor at once (so a detector's crops are classified in batches). Errors:
-``serve/middleware.py``; response shapes: ``serve/responses.py``.
+to the Predictor at once (so a detector's crops are classified in batches). Request bodies:
+``serve/bodies.py``; errors: ``serve/middleware.py``; response shapes: ``serve/responses.py``.
 """
 
 import asyncio
-import base64
-import binascii
-import os
 import time
-import uuid
 from typing import Any
 
 from fastapi import Header, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from ray import serve
 
 from deeptrain import __version__
-from deeptrain.config import Settings
-from deeptrain.errors import InvalidInput, NotFound
 from deeptrain import search as search_service
-from deeptrain.images import check_header
-from deeptrain.services import inputs as input_service
+from deeptrain.config import Settings
 from deeptrain.services import keys as key_service
 from deeptrain.services import models as model_service
-from deeptrain.services.context import Context
 from deeptrain.services import workflows as workflow_service
-from serve.bodies import add_body_schemas, openapi_body, parse_body
-from serve.middleware import BodyLimit, error, install_error_handlers
+from deeptrain.services.context import Context
+from serve import predictor_calls
+from serve.bodies import install_openapi, openapi_body, parse_body
+from serve.intake import read_image, read_images
+from serve.middleware import BodyLimit, error, install_error_handlers, timeout_response
 from serve.predictor import Predictor
-from serve.responses import OK, clarifai_data, workflow_outputs
+from serve.predictor_calls import Timeout
+from serve.responses import outputs_response, search_response, workflow_response
 from serve.schemas import (ErrorResponse, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
                            PostSearchesResponse, PostWorkflowResultsRequest, PostWorkflowResultsResponse)
 
@@ -60,47 +55,9 @@ api = FastAPIOffline(
                 "(Clarifai-style resource paths).",
     responses={code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 502, 504)},
 )
-
-
-def _openapi() -> dict[str, Any]:
-    """FastAPI's document plus the request body models, which the routes read themselves (JSON or multipart)."""
-    if api.openapi_schema is None:
-        doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
-        for operations in doc["paths"].values():  # FastAPI's 422 never happens: a bad request is a 400
-            for operation in operations.values():
-                operation.get("responses", {}).pop("422", None)
-        for unused in ("HTTPValidationError", "ValidationError"):
-            doc.get("components", {}).get("schemas", {}).pop(unused, None)
-        api.openapi_schema = add_body_schemas(doc)
-    return api.openapi_schema
-
-
-api.openapi = _openapi  # type: ignore[method-assign]
+install_openapi(api)
 install_error_handlers(api)
 api.add_middleware(BodyLimit, limit=Settings.from_env().max_request_bytes)  # the actor's env: build_app sets it
-
-
-class Timeout(Exception):
-    """The request's ``request_timeout_s`` ran out (answered 504)."""
-
-
-def _timeout_response(what: str, seconds: float) -> JSONResponse:
-    return error(504, "timeout", f"{what} took over {seconds:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
-
-
-def _name(k: int, given_id: str | None) -> str:
-    """How an error names the request's k-th input: its index, and the id the caller gave."""
-    return f"inputs[{k}]" + (f" (id {given_id!r})" if given_id else "")
-
-
-def _checked_outputs(outs: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
-    """The Predictor's results, or the error they hold: Timeout, else an InvalidInput naming every bad input."""
-    if any(out.get("error") == "timeout" for out in outs):
-        raise Timeout()
-    bad = [f"{name}: {out['message']}" for name, out in zip(names, outs) if "error" in out]
-    if bad:
-        raise InvalidInput("; ".join(bad))
-    return outs
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
@@ -145,49 +102,10 @@ class Gateway:
                             authorization: str | None = Header(None)) -> dict[str, Any]:
         return await self._outputs(app_id, model_id, None, request, authorization)
 
-    def _read_image(self, app_id: str, image, where: str, check: bool = True) -> bytes:
-        """The bytes of an ``ImageData``/``QueryImage`` (base64, an input's storage URL or a stored input id),
-        header-checked unless ``check`` is off; the Predictor decodes them. Errors name ``where`` (the input),
-        never a server path."""
-        try:
-            if image.base64 is not None:
-                try:
-                    data = base64.b64decode(image.base64, validate=True)
-                except (binascii.Error, ValueError):
-                    raise InvalidInput("base64 is not valid base64") from None
-            elif image.url is not None:
-                data = input_service.read_input_url(self.ctx, app_id, image.url)
-            else:
-                data = input_service.get_input_bytes(self.ctx, app_id, image.input_id)
-            if check:
-                check_header(data, max_bytes=self.ctx.settings.max_image_bytes,
-                             max_pixels=self.ctx.settings.max_image_pixels)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{where}: {exc}") from None
-        except NotFound as exc:
-            raise NotFound(f"{where}: {exc}") from None
-        return data
-
-    def _images(self, app_id: str, inputs) -> tuple[list[bytes], list[str]]:
-        names = [_name(k, inp.id) for k, inp in enumerate(inputs)]
-        return [self._read_image(app_id, inp.data.image, name) for inp, name in zip(inputs, names)], names
-
     def _resolve(self, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest):
         model = model_service.get_model(self.ctx, app_id, model_id)
         version = model_service.get_trained_version(self.ctx, app_id, model_id, version_id)
-        return (model, version, *self._images(app_id, body.inputs))
-
-    async def _predict(self, artifacts: str, images: list[bytes], names: list[str], deadline: float,
-                       threshold: float | None = None, top_k: int | None = None) -> list[dict[str, Any]]:
-        """One Predictor call per image (batched there); raises Timeout at the request's deadline."""
-        handle = self.predictor.options(multiplexed_model_id=artifacts)
-        budget = deadline - time.monotonic()
-        calls = [handle.predict.remote(data, threshold, top_k, budget) for data in images]
-        try:
-            outs = await asyncio.wait_for(asyncio.gather(*calls), max(0.0, budget))
-        except asyncio.TimeoutError:
-            raise Timeout() from None
-        return _checked_outputs(outs, names)
+        return (model, version, *read_images(self.ctx, app_id, body.inputs))
 
     async def _outputs(self, app_id: str, model_id: str, version_id: str | None, request: Request,
                        authorization: str | None) -> dict[str, Any]:
@@ -198,13 +116,11 @@ class Gateway:
         config = body.model.output_info.output_config
         threshold = config.min_value if model["task"] == "detection" else None
         try:
-            outs = await self._predict(version["artifacts"], images, names, deadline, threshold, config.max_concepts)
+            outs = await predictor_calls.predict(self.predictor, version["artifacts"], images, names, deadline,
+                                                 threshold, config.max_concepts)
         except Timeout:
-            return _timeout_response("prediction", self.timeout_s)
-        ref = {"id": model_id, "model_version": {"id": version["id"]}}
-        return {"status": OK, "outputs": [
-            {"id": uuid.uuid4().hex, "input": {"id": inp.id or inp.data.image.input_id}, "model": ref,
-             "data": clarifai_data(model["task"], out, config.min_value)} for inp, out in zip(body.inputs, outs)]}
+            return timeout_response("prediction", self.timeout_s)
+        return outputs_response(body.inputs, outs, model["task"], model_id, version["id"], config.min_value)
 
     @api.post("/v2/apps/{app_id}/workflows/{workflow_id}/results", response_model=PostWorkflowResultsResponse,
               summary="run a workflow (e.g. detect -> crop each region -> classify/embed) on each input",
@@ -218,36 +134,24 @@ class Gateway:
             results = await asyncio.wait_for(asyncio.to_thread(self._run_workflow, app_id, workflow_id, body,
                                                                deadline), max(0.0, deadline - time.monotonic()))
         except (asyncio.TimeoutError, Timeout):
-            return _timeout_response("workflow", self.timeout_s)
-        min_value = body.output_config.min_value
-        return {"status": OK, "workflow": {"id": workflow_id},
-                "results": [{"status": OK, "input": {"id": inp.id or inp.data.image.input_id},
-                             "outputs": workflow_outputs(r["outputs"], min_value)}
-                            for inp, r in zip(body.inputs, results)]}
+            return timeout_response("workflow", self.timeout_s)
+        return workflow_response(workflow_id, body.inputs, results, body.output_config.min_value)
 
     def _run_workflow(self, app_id: str, workflow_id: str, body: PostWorkflowResultsRequest,
                       deadline: float) -> list[dict[str, Any]]:
         """In a worker thread: the workflow service's orchestration, each step on the Predictor (batched).
         Past the deadline no further step is sent (the thread outlives the 504, its work does not)."""
         workflow_service.get_workflow(self.ctx, app_id, workflow_id)
-        images, names = self._images(app_id, body.inputs)
+        images, names = read_images(self.ctx, app_id, body.inputs)
         config = body.output_config
 
-        def predict(version: dict[str, Any], step_images: list[bytes], threshold: float | None,
-                    top_k: int | None) -> list[dict[str, Any]]:
-            handle = self.predictor.options(multiplexed_model_id=version["artifacts"])
-            budget = deadline - time.monotonic()
-            if budget <= 0:
-                raise Timeout()
-            responses = [handle.predict.remote(data, threshold, top_k, budget) for data in step_images]
-            try:
-                outs = [r.result(timeout_s=max(0.001, deadline - time.monotonic())) for r in responses]
-            except TimeoutError:
-                raise Timeout() from None
+        def predict_step(version: dict[str, Any], step_images: list[bytes], threshold: float | None,
+                         top_k: int | None) -> list[dict[str, Any]]:
             step_names = names if step_images == images else [f"region {k}" for k in range(len(step_images))]
-            return _checked_outputs(outs, step_names)
+            return predictor_calls.predict_blocking(self.predictor, version["artifacts"], step_images, step_names,
+                                                    deadline, threshold, top_k)
 
-        return workflow_service.run_workflow(self.ctx, app_id, workflow_id, images, predict,
+        return workflow_service.run_workflow(self.ctx, app_id, workflow_id, images, predict_step,
                                              threshold=config.min_value, top_k=config.max_concepts)
 
     @api.post("/v2/apps/{app_id}/searches", response_model=PostSearchesResponse,
@@ -261,33 +165,28 @@ class Gateway:
         index, vector, data = await asyncio.to_thread(self._search_query, app_id, body)
         if vector is None:  # embed the query image on the Predictor, batched with other requests of the version
             try:
-                out, = await self._predict(index.artifacts, [data], ["query.image"], deadline)
+                out, = await predictor_calls.predict(self.predictor, index.artifacts, [data], ["query.image"],
+                                                     deadline)
             except Timeout:
-                return _timeout_response("embedding", self.timeout_s)
+                return timeout_response("embedding", self.timeout_s)
             vector = out["embedding"]
         hits = await asyncio.to_thread(index.query, vector, body.top_k, body.concept, body.query.input_id)
-        return {"status": OK,
-                "model": {"id": index.manifest["model_id"], "model_version": {"id": index.manifest["version_id"]}},
-                "hits": [{"input": {"id": h["input_id"]}, "score": h["score"],
-                          "concepts": [{"id": c, "value": 1.0} for c in h["concepts"]]} for h in hits]}
+        return search_response(index.manifest, hits)
 
     def _search_query(self, app_id: str, body: PostSearchesRequest):
         index = self.indexes.get(self.ctx, app_id)
         search_service.check_concept(self.ctx, app_id, body.concept)
         query = body.query
-        # query_source checks the image's header
-        image = None if query.image is None else self._read_image(app_id, query.image, "query.image", check=False)
-        vector, data = search_service.query_source(self.ctx, app_id, index, image, query.input_id, "query.image")
+        image = None if query.image is None else read_image(self.ctx, app_id, query.image, "query.image")
+        vector, data = search_service.query_source(self.ctx, app_id, index, image, query.input_id)
         return index, vector, data
 
 
 def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5):
     """The bound application; replicas load weights from the settings' storage (local or S3)."""
-    from deeptrain.jobs.cluster import worker_env
+    from deeptrain.cluster import worker_env
 
-    env = {"env_vars": {**worker_env(settings.as_env()),
-                        **({"DEEPTRAIN_SERVE_MAX_MODELS": os.environ["DEEPTRAIN_SERVE_MAX_MODELS"]}
-                           if "DEEPTRAIN_SERVE_MAX_MODELS" in os.environ else {})}}
+    env = {"env_vars": worker_env(settings)}  # settings.as_env() and the storage credentials
     predictor = Predictor.options(num_replicas=predictor_replicas,
                                   ray_actor_options={"num_cpus": predictor_cpus, "runtime_env": env})
     return Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": env}).bind(
@@ -301,7 +200,7 @@ def app_builder(args: dict[str, str]):
 
 def start(settings: Settings, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> str:
     """Deploy the application on the current (or an embedded) Ray cluster; returns its base URL."""
-    from deeptrain.jobs.cluster import ensure_ray
+    from deeptrain.cluster import ensure_ray
 
     ensure_ray()
     serve.start(http_options={"host": host, "port": port})

@@ -4,7 +4,8 @@ A multipart request carries image files as ``image`` parts (repeatable for outpu
 workflow results, exactly one for searches) and its options as plain form fields. It is
 rewritten into the JSON request's shape (each file as a base64 image, its filename as the
 input id) and validated by the same model, so both kinds of request go down one path and
-fail with the same messages. ``openapi_body`` documents both content types of a route.
+fail with the same messages. ``openapi_body`` documents both content types of a route, and
+``install_openapi`` puts the body models into the API's document.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import base64
 from typing import Any, Callable, TypeVar
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -130,3 +132,21 @@ def add_body_schemas(doc: dict[str, Any]) -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     return doc
+
+
+def install_openapi(api: FastAPI) -> None:
+    """``api``'s document: FastAPI's plus the request body models, which the routes read themselves (JSON or
+    multipart), without FastAPI's 422, which never happens (a bad request is a 400)."""
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            doc = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+            for operations in doc["paths"].values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                doc.get("components", {}).get("schemas", {}).pop(unused, None)
+            api.openapi_schema = add_body_schemas(doc)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

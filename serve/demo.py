@@ -29,9 +29,11 @@ from deeptrain.sdk import Client
 from serve import app as serve_app
 
 console = Console(stderr=True)
-DEMO_HOME = Path(os.environ.get("DEEPTRAIN_DEMO_HOME", ".demo")).resolve()
-PER_CLASS = int(os.environ.get("DEEPTRAIN_DEMO_PER_CLASS", 300))
-EPOCHS = int(os.environ.get("DEEPTRAIN_DEMO_EPOCHS", 3))
+# DEEPTRAIN_DEMO_HOME, DEEPTRAIN_DEMO_PER_CLASS, DEEPTRAIN_DEMO_EPOCHS (Settings.demo_*)
+_DEMO = Settings.from_env()
+DEMO_HOME = _DEMO.demo_home.resolve()
+PER_CLASS = _DEMO.demo_per_class
+EPOCHS = _DEMO.demo_epochs
 
 
 def _free_port(preferred: int) -> int:

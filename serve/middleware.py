@@ -1,4 +1,4 @@
-"""The API's error shape and its request-body limit.
+"""The API's error shape (a 504 for a request past its time among them) and its request-body limit.
 
 Every error is ``{"status": {"code", "description"}}`` with a 4xx status (a 500 never
 carries a stack trace). Descriptions pass through ``api.state.redact`` (set by the
@@ -24,6 +24,11 @@ HTTP_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 4
 
 def error(status: int, code: str, description: str) -> JSONResponse:
     return JSONResponse({"status": {"code": code, "description": description}}, status_code=status)
+
+
+def timeout_response(what: str, seconds: float) -> JSONResponse:
+    """The 504 of a request whose ``request_timeout_s`` ran out during ``what``."""
+    return error(504, "timeout", f"{what} took over {seconds:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
 
 
 def install_error_handlers(api: FastAPI) -> None:

@@ -1,7 +1,7 @@
 """The Predictor deployment: multiplexed model versions, batched forward passes, per-image errors and deadlines.
 
 ``serve.multiplexed`` keeps the most recently used versions loaded per replica (LRU,
-``DEEPTRAIN_SERVE_MAX_MODELS`` bounds the memory), ``serve.batch`` groups concurrent images
+``Settings.serve_max_models`` bounds the memory), ``serve.batch`` groups concurrent images
 of one version into one forward pass. Predictions go through ``deeptrain.inference``
 (``prepare`` + ``predict_prepared``), the path the CLI, SDK and offline evaluation use, so a
 served output equals the offline one for the same version and image.
@@ -17,7 +17,6 @@ with a bad image are answered normally.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any, NamedTuple
 
@@ -27,7 +26,9 @@ from deeptrain.config import Settings
 from deeptrain.errors import InvalidInput
 from deeptrain.services.context import Context
 
-MAX_MODELS_PER_REPLICA = int(os.environ.get("DEEPTRAIN_SERVE_MAX_MODELS", 4))
+# the decorator below needs it when this module is imported: in a replica, that is the driver's
+# setting, which reaches the replica's environment through Settings.as_env()
+MAX_MODELS_PER_REPLICA = Settings.from_env().serve_max_models
 
 
 class Item(NamedTuple):

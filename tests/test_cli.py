@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from pathlib import Path
 
 from deeptrain.sample_data import deepforest_data_dir
 from tests import imagegen
@@ -79,3 +82,98 @@ def test_cli_usage_errors_exit_2_without_traceback(local_settings):
     assert "Traceback" not in proc.stderr
     proc = run_cli(local_settings, "models", "train", "a", "b", "--workers", "two")
     assert proc.returncode == 2 and "Invalid value for '--workers'" in proc.stderr, proc.stderr
+
+
+def _ray_processes() -> list[int]:
+    """Ray's own daemons (raylet, gcs_server) among this process's descendants."""
+    parent, name = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        name[pid], parent[pid] = text[text.index("(") + 1:text.rindex(")")], int(text[text.rindex(")") + 2:].split()[1])
+
+    def descends(pid: int) -> bool:
+        while pid in parent and pid > 1:
+            pid = parent[pid]
+            if pid == os.getpid():
+                return True
+        return False
+
+    return sorted(p for p in name if name[p] in ("raylet", "gcs_server") and descends(p))
+
+
+def _two_concepts(client, tmp_path: Path, app: str) -> None:
+    """An app with 2 cat and 2 dog training images and one of each to test on."""
+    for split, per_class in (("train", 2), ("test", 1)):
+        for concept in ("cat", "dog"):
+            for i in range(per_class):
+                path = tmp_path / split / concept / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(imagegen.png_bytes((i, 100 if concept == "cat" else 200, len(split))))
+    client.create_app(app)
+    for split in ("train", "test"):
+        client.import_inputs(app, tmp_path / split, format="imagefolder", split=split)
+
+
+def test_a_runs_learning_rate_replaces_the_models(local_settings, local_client, tmp_path):
+    """A model created with per_128_lrate trains with --param lrate: the run's rate replaces the model's
+    (before, planning refused it: "lrate and per_128_lrate were both given"). Planned and recorded, no Ray."""
+    _two_concepts(local_client, tmp_path, "a")
+    cli_json(local_settings, "models", "create", "a", "m", "--task", "classification", "--template", "ResNext",
+             "-p", "image_size=32", "-p", "per_128_lrate=0.1", "-p", "batch_size=2")
+    version = local_client.queue_train("a", "m", {"lrate": 0.05})
+    assert version["params"]["lrate"] == 0.05 and version["params"]["per_128_lrate"] is None
+    version = local_client.queue_train("a", "m", {"batch_size": 4})  # no rate in the run: the model's applies
+    assert version["params"]["lrate"] == 0.1 * 4 / 128 and version["params"]["per_128_lrate"] == 0.1
+    assert "were both given" in cli_json(local_settings, "models", "train", "a", "m", "-p", "lrate=0.05",
+                                         "-p", "per_item_lrate=0.001", code=2)["error"]["message"]
+
+
+def test_bad_params_are_refused_before_ray_starts(local_settings, local_client, tmp_path, monkeypatch, capsys):
+    """A typo in --param (or --space), or a value the data cannot train with, exits 2 naming the parameter
+    and the closest valid name, and nothing starts: no Ray, no version, no job. Run in this process, with
+    ``ray.init`` made to fail loudly if anything reaches it."""
+    import ray
+
+    from deeptrain.cli.main import main
+
+    _two_concepts(local_client, tmp_path, "a")
+    local_client.create_model("a", "m", "classification", "ResNext", {"image_size": 32})
+    for key, value in local_settings.as_env().items():
+        monkeypatch.setenv(key, value)
+    ray_was_up, daemons = ray.is_initialized(), _ray_processes()
+    started: list[dict] = []
+
+    def no_ray(*args, **kwargs):
+        started.append(kwargs)
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # whatever this test session holds
+    monkeypatch.setattr(ray, "init", no_ray)
+    typo = "unknown parameter 'batchsize' (did you mean 'batch_size'?)"
+    space = ["--space", "lrate=loguniform:1e-4:1e-1", "--trials", "2"]
+    for argv, message in [
+        (["models", "train", "a", "m", "--param", "batchsize=3"], typo),
+        (["models", "train", "a", "m", "--param", "batch_size=64"], "batch_size 64 is larger than the 4 training items"),
+        (["tune", "a", "m", *space, "--param", "batchsize=3"], typo),
+        (["tune", "a", "m", "--space", "lrat=loguniform:1e-4:1e-1", "--trials", "2"],
+         "unknown parameter 'lrat' (did you mean 'lrate'?)"),
+        (["submit", "train", "a", "m", "--param", "batchsize=3"], typo),
+        (["submit", "tune", "a", "m", *space, "--param", "batchsize=3"], typo),
+        (["models", "create", "a", "m2", "--task", "classification", "--template", "ResNext", "-p", "batchsize=3"],
+         typo),
+    ]:
+        start = time.perf_counter()
+        code = main([*argv, "--json"])
+        out = capsys.readouterr().out
+        with capsys.disabled():
+            print(f"\n`deeptrain {' '.join(argv)}`: exit {code} in {time.perf_counter() - start:.2f}s")
+        assert code == 2, out
+        assert message in json.loads(out)["error"]["message"]
+    monkeypatch.undo()
+    assert started == [] and ray.is_initialized() == ray_was_up and _ray_processes() == daemons
+    assert local_client.list_versions("a", "m") == [] and local_client.list_tune_runs("a", "m") == []
+    assert [m["id"] for m in local_client.list_models("a")] == ["m"]

@@ -113,7 +113,7 @@ def test_detector_finds_the_trees_of_held_out_tiles(client, forest):
     assert _ap50(trained.model, params, test) == pytest.approx(m["ap50"], abs=0.01)  # same yardstick
     moved = [_ap50(trained.model, params, _moved(test, seed)) for seed in range(3)]
     torch.manual_seed(params.seed)
-    untrained = _ap50(build_model("detection", "InceptionV2", params, 1)[0], params, test)
+    untrained = _ap50(build_model("detection", "InceptionV2", params, 1), params, test)
     print(f"detection: ap50={m['ap50']:.3f} map={m['map']:.3f}; untrained ap50={untrained:.3f}; "
           f"trained model on moved test boxes ap50={', '.join(f'{a:.3f}' for a in moved)}")
     assert untrained < AP50_THRESHOLD and max(moved) < AP50_THRESHOLD

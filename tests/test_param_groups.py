@@ -33,6 +33,11 @@ def params(**kw) -> HyperParams:
     return HyperParams(**kw)
 
 
+def pre(hp: HyperParams) -> HyperParams:
+    """The same parameters with a pre-initialized base (``init_from``), which the multiplier applies to."""
+    return hp.model_copy(update={"init_from": "base.pt"})
+
+
 def base_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("fc.")}
 
@@ -40,7 +45,7 @@ def base_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
 def one_step(multiplier: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     model = tiny().double()
     hp = params(lrate=0.1, base_gradient_multiplier=multiplier)
-    opt = make_optimizer(model, HEAD, hp, pretrained_base=True)
+    opt = make_optimizer(model, HEAD, pre(hp))
     before = base_tensors(model)
     torch.manual_seed(1)
     x = torch.randn(8, 3, 8, 8, dtype=torch.float64)
@@ -66,7 +71,7 @@ def test_base_update_scales_with_multiplier():
 def test_groups_carry_name_lr_scale_and_lr():
     model = tiny()
     hp = params(lrate=0.1, base_gradient_multiplier=0.01)
-    groups = {g["name"]: g for g in build_param_groups(model, HEAD, hp, pretrained_base=True)}
+    groups = {g["name"]: g for g in build_param_groups(model, HEAD, pre(hp))}
     assert set(groups) == {"head", "head_no_decay", "base", "base_no_decay"}
     assert groups["head"]["lr"] == 0.1 and groups["head"]["lr_scale"] == 1.0
     assert groups["base"]["lr"] == pytest.approx(0.001) and groups["base"]["lr_scale"] == 0.01
@@ -78,7 +83,7 @@ def test_groups_carry_name_lr_scale_and_lr():
 def test_multiplier_ignored_without_pretrained_base():
     model = tiny()
     hp = params(lrate=0.1, base_gradient_multiplier=0.0)
-    groups = build_param_groups(model, HEAD, hp, pretrained_base=False)
+    groups = build_param_groups(model, HEAD, hp)
     assert all(g["lr"] == 0.1 and g["lr_scale"] == 1.0 for g in groups)
     assert all(p.requires_grad for p in model.parameters())
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
@@ -87,7 +92,7 @@ def test_multiplier_ignored_without_pretrained_base():
 def test_zero_multiplier_freezes_the_base():
     model = tiny()
     hp = params(lrate=0.1, base_gradient_multiplier=0.0)
-    opt = make_optimizer(model, HEAD, hp, pretrained_base=True)
+    opt = make_optimizer(model, HEAD, pre(hp))
     base = {n: p for n, p in model.named_parameters() if not n.startswith("fc.")}
     assert all(not p.requires_grad for p in base.values())
     grouped = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -120,7 +125,7 @@ def test_zero_multiplier_freezes_the_base():
 def test_no_weight_decay_on_norms_and_biases():
     model = tiny()
     hp = params(lrate=0.1, weight_decay=5e-4)
-    opt = make_optimizer(model, HEAD, hp, pretrained_base=True)
+    opt = make_optimizer(model, HEAD, pre(hp))
     decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     names = dict(model.named_parameters())
     no_decay = {"bn.weight", "bn.bias", "conv2.bias", "gn.weight", "gn.bias", "ln.weight", "ln.bias", "fc.bias"}
@@ -138,4 +143,4 @@ def test_wrapped_model_is_refused():
             self.module = m
 
     with pytest.raises(ValueError, match="unwrapped"):
-        build_param_groups(Wrapper(tiny()), HEAD, params(), pretrained_base=True)
+        build_param_groups(Wrapper(tiny()), HEAD, pre(params()))

@@ -16,6 +16,7 @@ from deeptrain.params import (
     parse_cli_params,
     resolve_params,
 )
+from deeptrain.errors import InvalidInput
 from deeptrain.templates.registry import Template
 
 
@@ -241,3 +242,42 @@ def test_stored_json_numbers_validate():
     # params read back from a database may carry ints for floats
     p = HyperParams.model_validate({"lrate": 1, "base_gradient_multiplier": 0, "momentum": 0})
     assert p.lrate == 1.0 and isinstance(p.lrate, float) and p.base_gradient_multiplier == 0.0
+
+
+# --- layers: template defaults <- the model's stored params <- the run's overrides -------------
+
+def test_a_runs_lrate_replaces_the_models_per_128_lrate():
+    # the model was created with per_128_lrate; this run gives lrate: the run's layer wins
+    p = resolve_params(CLS, {"per_128_lrate": 0.1}, {"lrate": 0.05})
+    assert p.lrate == 0.05 and p.per_128_lrate is None and p.lrate_source() == "lrate"
+    p = resolve_params(CLS, {"lrate": 0.05, "batch_size": 32}, {"per_item_lrate": 1e-3})
+    assert p.lrate == pytest.approx(0.032) and p.lrate_source() == "per_item_lrate"
+    p = resolve_params(CLS, {"per_128_lrate": 0.1}, {"batch_size": 32})  # no rate in the run: the model's stays
+    assert p.lrate == pytest.approx(0.025) and p.lrate_source() == "per_128_lrate"
+
+
+def test_two_learning_rates_within_one_layer_are_refused_naming_both():
+    with pytest.raises(ParamError) as info:
+        resolve_params(CLS, {"lrate": 0.05}, {"lrate": 0.1, "per_128_lrate": 0.2})
+    msg = str(info.value)
+    assert "lrate and per_128_lrate were both given" in msg and "per_128_lrate=0.2" in msg
+    assert "were both given" in _error({"per_item_lrate": 1e-3, "per_128_lrate": 0.1})
+
+
+def test_a_layer_that_is_not_a_mapping_is_a_type_error():
+    with pytest.raises(TypeError, match="mapping"):
+        resolve_params(CLS, {}, 4)
+
+
+def test_resolved_params_are_frozen_and_derive_the_base_rate_in_one_place():
+    p = resolve_params(CLS, {"base_gradient_multiplier": 0.01, "init_from": "w.pt", "lrate": 0.1})
+    with pytest.raises(Exception, match="frozen"):
+        p.lrate = 1.0
+    assert p.pretrained_base and p.base_lr_scale == 0.01 and not p.base_frozen
+    assert resolve_params(CLS, {"base_gradient_multiplier": 0.0, "init_from": "w.pt"}).base_frozen
+    with pytest.warns(UserWarning, match="ignored without init_from"):
+        q = resolve_params(CLS, {"base_gradient_multiplier": 0.0})
+    assert not q.pretrained_base and q.base_lr_scale == 1.0 and not q.base_frozen
+    assert resolve_params(CLS, {"batch_size": 8, "num_items_per_epoch": 20}).steps_per_epoch(1000) == 2
+    with pytest.raises(InvalidInput, match="larger than the 4 training items"):
+        resolve_params(CLS, {"batch_size": 8}).steps_per_epoch(4)

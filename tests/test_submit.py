@@ -13,7 +13,7 @@ from deeptrain import __version__
 from deeptrain.config import Settings
 from deeptrain.errors import ClusterError, InvalidInput
 from deeptrain.jobs import submit
-from deeptrain.jobs.train import WorkerResources
+from deeptrain.jobs.plan import WorkerResources
 from tests.conftest import run_cli
 from tests.ray_nodes import free_port
 
@@ -79,7 +79,7 @@ def test_dashboard_address(monkeypatch):
 def test_unreachable_cluster_is_a_clear_error():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at {url}"):
-        submit.connect(url)
+        submit.connect(url, timeout_s=10)
 
 
 def test_worker_resources():

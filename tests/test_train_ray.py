@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from deeptrain.config import DEFAULT_CPU_PER_WORKER
 from deeptrain.errors import InvalidInput, NotFound
+from deeptrain.sdk import Client
 from tests import imagegen
 from tests.conftest import import_fashion, run_cli
 
@@ -119,15 +121,15 @@ def test_one_and_two_workers_give_matching_loss_curves(local_client, ray_cluster
     assert curves[0][-1] < curves[0][0] and curves[1][-1] < curves[1][0]
 
 
-def test_cached_and_streamed_input_train_alike(local_client, ray_cluster, fashion_small, monkeypatch):
+def test_cached_and_streamed_input_train_alike(local_client, ray_cluster, fashion_small):
     """Small splits are kept in the object store after one decode; a run that streams them from storage
     every epoch (what larger data sets do) sees the same rows in the same order: same losses, same metrics."""
     c = local_client
     import_fashion(c, fashion_small)
     c.create_model("fashion", "clf", "classification", "ResNext", {**TINY, "num_epochs": 2, "seed": 3})
     cached = c.train("fashion", "clf", workers=1)
-    monkeypatch.setenv("DEEPTRAIN_DATA_CACHE_FRACTION", "0")
-    streamed = c.train("fashion", "clf", workers=1, dataset_version=cached["dataset_version_id"])
+    streaming = Client(c.settings.replace(data_cache_fraction=0.0))  # DEEPTRAIN_DATA_CACHE_FRACTION=0: always stream
+    streamed = streaming.train("fashion", "clf", workers=1, dataset_version=cached["dataset_version_id"])
     runs = {"cached": cached, "streamed": streamed}
     for mode, v in runs.items():
         assert v["status"] == "trained", v["error"]
@@ -149,14 +151,15 @@ def test_use_gpu_is_decided_from_the_cluster(ray_cluster):
 
 
 def test_scaling_config_follows_worker_resources(ray_cluster):
-    from deeptrain.jobs.train import WorkerResources, scaling_config
+    from deeptrain.jobs.plan import WorkerResources
+    from deeptrain.jobs.train import scaling_config
     from deeptrain.params import HyperParams
 
     params = HyperParams(num_workers=2)
     scaling = scaling_config(params, WorkerResources(cpus=0.25, placement="STRICT_SPREAD"))
     assert (scaling.num_workers, scaling.use_gpu, scaling.placement_strategy) == (2, False, "STRICT_SPREAD")
     assert scaling.resources_per_worker == {"CPU": 0.25}
-    assert scaling_config(params, WorkerResources(gpus=0)).resources_per_worker == {"CPU": WorkerResources().cpus}
+    assert scaling_config(params, WorkerResources(gpus=0)).resources_per_worker == {"CPU": DEFAULT_CPU_PER_WORKER}
     with pytest.raises(InvalidInput, match="use_gpu is true but the Ray cluster has no GPUs"):
         scaling_config(params, WorkerResources(gpus=0.5))  # GPUs asked for explicitly
     with pytest.raises(InvalidInput, match="contradicts use_gpu=false"):

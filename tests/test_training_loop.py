@@ -35,7 +35,7 @@ def _setup(epochs: int, **overrides):
                                        "step_epochs": 1, "lrate": 0.02, "seed": 3, **overrides})
     pre = Preprocessor(task="classification", image_size=32, canvas=48, class_map=[0, 1], num_classes=2)
     data = LocalData(_rows(32, 0), _rows(16, 1), pre, batch_size=8, seed=3)
-    spec = TrainSpec(task="classification", template="ResNext", params=params.model_dump(mode="json"),
+    spec = TrainSpec(task="classification", template="ResNext", params=params,
                      concept_ids=["dark", "bright"], steps_per_epoch=4)
     return spec, data
 
@@ -144,7 +144,7 @@ def test_every_task_trains_evaluates_and_writes_its_report(tmp_path, task, templ
         concept_ids = ["dark", "bright"]
         pre = Preprocessor(task=task, image_size=size, canvas=48, class_map=[0, 1], num_classes=2)
         train, test = _rows(8, 0), _rows(8, 1)
-    spec = TrainSpec(task=task, template=template_name, params=params.model_dump(mode="json"),
+    spec = TrainSpec(task=task, template=template_name, params=params,
                      concept_ids=concept_ids, steps_per_epoch=2)
     host = LocalHost()
     result = run_training(spec, LocalData(train, test, pre, batch_size=4, seed=1), host)

@@ -141,6 +141,50 @@ def test_cli_bad_tuning_requests_exit_2_with_json(local_settings, fashion_small)
     _assert_nothing_started(c)
 
 
+# --- the scheduler: ASHA by default, FIFO where the default cannot apply ----------------------
+
+
+@pytest.mark.parametrize("requested, test_freq, max_t, name, note", [
+    (None, 1, 3, "asha", None),
+    (None, 1, 1, "fifo", "ASHA needs more epochs (1) than its grace period (1); ran FIFO"),
+    (None, 2, 2, "fifo", "ASHA needs more epochs (2) than its grace period (2); ran FIFO"),
+    ("fifo", 1, 1, "fifo", None),
+    ("asha", 1, 2, "asha", None),
+])
+def test_default_scheduler_is_asha_or_fifo_with_a_note(requested, test_freq, max_t, name, note):
+    from deeptrain.jobs.tune_scheduler import choose_scheduler
+
+    spec = choose_scheduler(requested, None, 2, test_freq=test_freq, max_t=max_t)
+    assert (spec["name"], spec.get("note"), spec["max_t"], spec["grace_period"]) == (name, note, max_t, test_freq)
+
+
+@pytest.mark.parametrize("requested, grace_period", [("asha", None), (None, 1), ("asha", 3)])
+def test_asha_asked_for_that_cannot_apply_is_refused(requested, grace_period):
+    from deeptrain.jobs.tune_scheduler import choose_scheduler
+
+    with pytest.raises(InvalidInput, match="must be at least 1 and below the number of epochs \\(1\\)"):
+        choose_scheduler(requested, grace_period, 2, test_freq=1, max_t=1)
+
+
+def test_one_epoch_search_plans_fifo_and_says_why(local_client, fashion_small):
+    """``tune --param num_epochs=1`` without --scheduler: planned as FIFO with a note (no Ray needed to plan)."""
+    from deeptrain.jobs.tune import check_run
+    from deeptrain.results import SchedulerSpec
+
+    c = local_client
+    import_fashion(c, fashion_small)
+    c.create_model("fashion", "clf", "classification", "ResNext", {"image_size": 32})
+    space = parse_space(["lrate=loguniform:1e-4:1e-1"])
+    _, scheduler, _ = check_run(c.ctx, "fashion", "clf", space, trials=3, params={"num_epochs": 1})
+    spec = SchedulerSpec(scheduler)
+    assert spec.name == "fifo" and spec.note == "ASHA needs more epochs (1) than its grace period (1); ran FIFO"
+    with pytest.raises(InvalidInput, match="with one epoch use --scheduler fifo"):
+        check_run(c.ctx, "fashion", "clf", space, trials=3, scheduler="asha", params={"num_epochs": 1})
+    _, scheduler, _ = check_run(c.ctx, "fashion", "clf", space, trials=3, params={"num_epochs": 3})
+    assert scheduler["name"] == "asha" and "note" not in scheduler
+    _assert_nothing_started(c)
+
+
 # --- real searches (slow) -------------------------------------------------------------------
 
 # three classes that differ clearly (chance 1/3): two epochs on 300 images separate a working

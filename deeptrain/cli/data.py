@@ -10,7 +10,6 @@ import typer
 from deeptrain.cli.output import JsonOption, emit, print_json, progress, stderr, stdout, table
 from deeptrain.formats import FORMATS
 from deeptrain.sdk import Client
-from deeptrain.services.inputs import count_candidates
 
 apps_app = typer.Typer(help="Create, list and delete apps.", no_args_is_help=True)
 concepts_app = typer.Typer(help="Manage an app's concepts (labels).", no_args_is_help=True)
@@ -82,7 +81,7 @@ def inputs_import(
 ):
     """Import images and labels. A partial import exits 0; nothing imported at all exits 1."""
     client = Client()
-    with progress(f"importing {path.name}", count_candidates(path, format)) as advance:
+    with progress(f"importing {path.name}", client.count_import_candidates(path, format)) as advance:
         report = client.import_inputs(app, path, format, split=split, on_progress=advance)
     emit(report, json, _render_report)
     if not (report["imported"] or report["duplicates"]) and report["rejected"]:

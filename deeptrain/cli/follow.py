@@ -13,10 +13,10 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deeptrain.cli.output import stderr
-from deeptrain.jobs.cluster import ensure_ray
+from deeptrain.results import Version
 from deeptrain.sdk import Client
 
-TrainCall = Callable[[Callable[[dict[str, Any]], None]], dict[str, Any]]
+TrainCall = Callable[[Callable[[Version], None]], Version]
 
 
 def _follow(client: Client, app: str, model: str, holder: dict[str, Any], worker: threading.Thread) -> None:
@@ -42,9 +42,8 @@ def _follow(client: Client, app: str, model: str, holder: dict[str, Any], worker
                            eta=f"{p['eta_s']:.0f}s")
 
 
-
 def train_with_progress(client: Client, app: str, model: str, call: TrainCall,
-                        version: dict[str, Any] | None = None) -> dict[str, Any]:
+                        version: Version | None = None) -> Version:
     """Run ``call(on_version)`` in a thread, draw progress, and return its result (or raise its error)."""
     holder: dict[str, Any] = {"version": version} if version else {}
 
@@ -57,7 +56,7 @@ def train_with_progress(client: Client, app: str, model: str, call: TrainCall,
     # Connect (or start the embedded cluster) here, in the calling thread: Ray's local
     # processes die with the thread that started them (PR_SET_PDEATHSIG is per thread),
     # so starting them from the training thread would kill them when training ends.
-    ensure_ray()
+    client.connect_ray()
     worker = threading.Thread(target=run, name="train", daemon=True)
     worker.start()
     while worker.is_alive():

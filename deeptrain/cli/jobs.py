@@ -6,9 +6,12 @@ from typing import Any, Optional
 
 import typer
 
-from deeptrain.cli.models import (CpusOption, DatasetVersionOption, GpusOption, ParamOption, PlacementOption,
-                                  ResumeOption, WorkersOption, _params, worker_resources)
+from deeptrain.cli.commands import add_commands
+from deeptrain.cli.options import (AddressOption, CpusOption, DatasetVersionOption, EnvOption, GpusOption,
+                                   PackageOption, ParamOption, PlacementOption, ResumeOption, WorkersOption,
+                                   parse_env, parse_params)
 from deeptrain.cli.output import JsonOption, emit, stderr, stdout, table
+from deeptrain.cli.tune import check_run_args
 from deeptrain.errors import InvalidInput
 from deeptrain.sdk import Client
 
@@ -16,31 +19,18 @@ submit_app = typer.Typer(help="Send training or tuning to a Ray cluster as a Ray
                          no_args_is_help=True)
 jobs_app = typer.Typer(help="Ray Jobs sent by `deeptrain submit`: list, show, logs, wait, stop.", no_args_is_help=True)
 
-AddressOption = typer.Option(None, "--address", help="The cluster's Ray dashboard, e.g. http://HEAD:8265 "
-                                                     "(default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS).")
-PackageOption = typer.Option("image", "--package", help="How the job gets deeptrain: image (installed on the "
-                                                        "cluster), pip (pip install deeptrain==THIS_VERSION there; "
-                                                        "pip:REQUIREMENT for another), local (ship this checkout).")
-EnvOption = typer.Option(None, "--env", help="NAME=VALUE for the job, over this side's settings (repeatable), "
-                                             "e.g. AWS_ENDPOINT_URL as the cluster reaches the storage.")
 
-
-def _env(values: Optional[list[str]]) -> dict[str, str]:
-    env = {}
-    for item in values or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidInput(f"--env expects NAME=VALUE, got {item!r}")
-        env[name.strip()] = value
-    return env
+def _forwardable():
+    """The commands a job can run (``deeptrain`` without ``submit`` and ``jobs``), as one click group."""
+    app = typer.Typer()
+    add_commands(app)
+    return typer.main.get_command(app)
 
 
 def check_command_line(argv: list[str]) -> dict[str, Any]:
     """Parse a deeptrain command line with this CLI, so that a typo fails here and not in a job;
     returns the command's parameters by name."""
-    from deeptrain.cli.main import app
-
-    command, args = typer.main.get_command(app), list(argv)
+    command, args = _forwardable(), list(argv)
     while hasattr(command, "list_commands"):  # a group: descend to the command it names
         name = args.pop(0) if args else ""
         sub = command.get_command(None, name) if name in command.list_commands(None) else None
@@ -78,10 +68,11 @@ def submit_train(
 ):
     """Train a version as a Ray Job. The version is planned and queued here, so bad input is refused before
     any job starts; the job runs `deeptrain models train APP MODEL --resume VERSION --json` on the cluster."""
-    resources = None if resume else worker_resources(cpus_per_worker, gpus_per_worker, placement)
-    result = Client().submit_train(app, model, _params(param), workers=workers, dataset_version=dataset_version,
+    params, job_env = parse_params(param), parse_env(env)
+    resources = None if resume else Client.worker_resources(cpus_per_worker, gpus_per_worker, placement)
+    result = Client().submit_train(app, model, params, workers=workers, dataset_version=dataset_version,
                                    resources=resources, resume=resume, address=address, package=package,
-                                   env=_env(env))
+                                   env=job_env)
     emit(result, json, _render_submitted)
 
 
@@ -92,30 +83,27 @@ def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, pack
 
     The search is checked here first (space, metric, scheduler, the data), so bad input fails before any job
     exists; the dataset version is fixed at submission (a snapshot unless --dataset-version is given)."""
-    from deeptrain.cli.tune import check_run_args
-    from deeptrain.jobs.submit import META, job_env, runtime_env, submit_cli
     from deeptrain.tune_space import parse_space
 
     argv = ["tune", *ctx.args, "--json"]
-    given = check_command_line(argv)
-    client = Client()
-    runtime_env(package, job_env(client.ctx.settings, _env(env)))  # settings a cluster can use, before any snapshot
+    given, job_env = check_command_line(argv), parse_env(env)
     app, model = given["app"], given["model"]
     check_run_args(given["resume"], given["space"], given["trials"])
+    params = parse_params(given["param"])
+    domains = {} if given["resume"] else parse_space(given["space"] or [])
+    client = Client()
+    client.check_submission(package, job_env)  # settings a cluster can use, before any snapshot
     if given["resume"]:
-        from deeptrain.jobs.tune import check_resume
-
-        check_resume(client.ctx, app, model, given["resume"])
+        client.check_tune_resume(app, model, given["resume"])
     else:
         dataset_version = client.check_tune(
-            app, model, parse_space(given["space"] or []), trials=given["trials"], metric=given["metric"],
-            scheduler=given["scheduler"], params=_params(given["param"]), workers=given["workers"],
-            dataset_version=given["dataset_version"], grace_period=given["grace_period"],
-            reduction_factor=given["reduction_factor"])
+            app, model, domains, trials=given["trials"], metric=given["metric"], scheduler=given["scheduler"],
+            params=params, workers=given["workers"], dataset_version=given["dataset_version"],
+            grace_period=given["grace_period"], reduction_factor=given["reduction_factor"])
         if not given["dataset_version"]:
             argv[-1:] = ["--dataset-version", dataset_version, "--json"]
-    job = submit_cli(client.ctx, argv, metadata={META["command"]: "tune", META["app"]: app, META["model"]: model},
-                     address=address, package=package, env=_env(env))
+    job = client.submit_command(argv, command="tune", app_id=app, model_id=model, address=address, package=package,
+                                env=job_env)
     emit(job, json, lambda j: stdout.print(f"submitted Ray job [bold]{j['job_id']}[/] ({j['status']}): {j['entrypoint']}"))
 
 

@@ -8,14 +8,9 @@ from importlib.metadata import entry_points
 import typer
 
 from deeptrain import __version__
-from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app, keys_app
+from deeptrain.cli.commands import add_commands
 from deeptrain.cli.jobs import jobs_app, submit_app
-from deeptrain.cli.models import models_app, predict_command
 from deeptrain.cli.output import print_json, stderr
-from deeptrain.cli.search import search_app
-from deeptrain.cli.templates import templates_app
-from deeptrain.cli.tune import tune_command, tune_runs_app
-from deeptrain.cli.workflows import workflows_app
 from deeptrain.errors import (ClusterError, Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError,
                               Unauthorized)
 
@@ -25,20 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(apps_app, name="apps")
-app.add_typer(concepts_app, name="concepts")
-app.add_typer(inputs_app, name="inputs")
-app.add_typer(datasets_app, name="datasets")
-app.add_typer(models_app, name="models")
-app.add_typer(templates_app, name="templates")
-app.add_typer(keys_app, name="keys")
-app.add_typer(search_app, name="search")
-app.add_typer(workflows_app, name="workflows")
-app.add_typer(submit_app, name="submit")
-app.add_typer(jobs_app, name="jobs")
-app.command("predict")(predict_command)
-app.command("tune")(tune_command)
-app.add_typer(tune_runs_app, name="tune-runs")
+add_commands(app, cluster_apps=[(submit_app, "submit"), (jobs_app, "jobs")])
 
 # Commands of packages that build on deeptrain (``serve``) come in through entry points,
 # so that this package never imports them.

@@ -7,33 +7,12 @@ from typing import Any, Optional
 import typer
 
 from deeptrain.cli.follow import train_with_progress
+from deeptrain.cli.options import (CpusOption, DatasetVersionOption, GpusOption, ParamOption, PlacementOption,
+                                   ResumeOption, WorkersOption, parse_params)
 from deeptrain.cli.output import JsonOption, emit, print_json, stdout, table
-from deeptrain.params import parse_cli_params
 from deeptrain.sdk import Client
 
 models_app = typer.Typer(help="Define models, train versions, follow and evaluate them.", no_args_is_help=True)
-
-ParamOption = typer.Option(None, "--param", "-p", help="Hyperparameter as name=value (repeatable).")
-WorkersOption = typer.Option(1, min=1, help="Ray Train workers (data-parallel).")
-DatasetVersionOption = typer.Option(None, help="Dataset version id (default: snapshot now).")
-ResumeOption = typer.Option(None, help="Run this queued version, or continue this interrupted one from its last "
-                                       "checkpoint (with the resources it was planned with).")
-CpusOption = typer.Option(None, "--cpus-per-worker", min=0,
-                          help="CPUs each worker reserves (default: $DEEPTRAIN_CPU_PER_WORKER or 0.5).")
-GpusOption = typer.Option(None, "--gpus-per-worker", min=0,
-                          help="GPUs each worker reserves; 0 = none (default: 1 when use_gpu, auto = the cluster has GPUs).")
-PlacementOption = typer.Option("PACK", "--placement",
-                               help="How workers spread over nodes: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD (one per node).")
-
-
-def _params(values: Optional[list[str]]) -> dict[str, Any]:
-    return parse_cli_params(values or [])
-
-
-def worker_resources(cpus: Optional[float], gpus: Optional[float], placement: str):
-    from deeptrain.jobs.train import CPU_PER_WORKER, WorkerResources
-
-    return WorkerResources(cpus=CPU_PER_WORKER if cpus is None else cpus, gpus=gpus, placement=placement.upper())
 
 
 @models_app.command("create")
@@ -45,7 +24,7 @@ def models_create(
     concept: Optional[list[str]] = typer.Option(None, "--concept", help="Restrict to these concepts (repeatable)."),
     json: bool = JsonOption,
 ):
-    emit(Client().create_model(app, model, task, template, _params(param), concept), json)
+    emit(Client().create_model(app, model, task, template, parse_params(param), concept), json)
 
 
 @models_app.command("list")
@@ -84,25 +63,26 @@ def models_train(
     placement: str = PlacementOption,
     json: bool = JsonOption,
 ):
-    """Train a new version (or --resume one); waits and prints the finished version. Ctrl-C asks to cancel."""
+    """Train a new version (or --resume one); waits and prints the finished version. Ctrl-C asks to cancel.
+
+    The version is planned and recorded (queued) first: bad input is refused before Ray starts."""
+    params = parse_params(param)
+    resources = None if resume else Client.worker_resources(cpus_per_worker, gpus_per_worker, placement)
     client = Client()
     if resume:
-        result = train_with_progress(client, app, model, lambda _: client.resume(app, model, resume),
-                                     client.get_version(app, model, resume))
+        version = client.get_version(app, model, resume)
     else:
-        resources = worker_resources(cpus_per_worker, gpus_per_worker, placement)
-        result = train_with_progress(client, app, model, lambda on_version: client.train(
-            app, model, _params(param), workers=workers, dataset_version=dataset_version, on_version=on_version,
-            resources=resources))
+        version = client.queue_train(app, model, params, workers=workers, dataset_version=dataset_version,
+                                     resources=resources)
+    result = train_with_progress(client, app, model, lambda _: client.resume(app, model, version.id), version)
     emit(result, json, _render_version)
 
 
 @models_app.command("versions")
 def models_versions(app: str, model: str, json: bool = JsonOption):
     def render(rows):
-        for r in rows:
-            r["metric"] = next((f"{k}={r['metrics'][k]:.4f}" for k in ("top1", "map", "recall@1")
-                                if r.get("metrics") and k in r["metrics"]), "")
+        rows = [{**r, "metric": next((f"{k}={r['metrics'][k]:.4f}" for k in ("top1", "map", "recall@1")
+                                      if r.get("metrics") and k in r["metrics"]), "")} for r in rows]
         table(rows, ["id", "status", "dataset_version_id", "metric", "created_at"], f"versions of {model}")
 
     emit(Client().list_versions(app, model), json, render)
@@ -156,7 +136,7 @@ def predict_command(
 ):
     """Predict with a trained version: concepts, regions (detection) or embeddings."""
     results = Client().predict(app, model, images, version_id=version, threshold=threshold, top_k=top_k)
-    out = [{"image": path, **r} for path, r in zip(images, results)]
+    out = [{"image": path, **r.model_dump(mode="json")} for path, r in zip(images, results)]
 
     def render(rows):
         for row in rows:

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from deeptrain.results import dump
+
 stdout = Console()
 stderr = Console(stderr=True)
 
@@ -21,7 +23,8 @@ JsonOption = typer.Option(False, "--json", help="Print exactly one JSON document
 
 
 def print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=2, default=str))
+    """One JSON document on stdout; typed SDK results as their ``model_dump(mode="json")``."""
+    print(json.dumps(dump(doc), indent=2, default=str))
 
 
 def emit(doc: Any, as_json: bool, render: Callable[[Any], None] | None = None) -> None:
@@ -31,7 +34,7 @@ def emit(doc: Any, as_json: bool, render: Callable[[Any], None] | None = None) -
     elif render is not None:
         render(doc)
     elif isinstance(doc, dict):
-        for key, value in doc.items():
+        for key, value in dump(doc, "python").items():
             stdout.print(f"[bold]{key}[/]: {value}")
     else:
         stdout.print(doc)
@@ -47,6 +50,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | N
 
 
 def _cell(value: Any) -> str:
+    value = dump(value, "python")
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
     return "" if value is None else str(value)

@@ -8,10 +8,12 @@ from contextlib import redirect_stdout
 from typing import Any, Optional
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from deeptrain.cli.models import ParamOption, _params
+from deeptrain.cli.options import ParamOption, parse_params
 from deeptrain.cli.output import JsonOption, emit, print_json, stderr, stdout, table
 from deeptrain.errors import InvalidInput
 from deeptrain.sdk import Client
@@ -25,20 +27,24 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _live_table(rows: list[dict[str, Any]], metric: str) -> Table:
+def _scheduler_text(scheduler: dict[str, Any]) -> str:
+    return scheduler["name"] + (f" ({scheduler['note']})" if scheduler.get("note") else "")
+
+
+def _live_table(rows: list[dict[str, Any]], metric: str, scheduler: str | None = None) -> RenderableType:
     t = Table(title="trials", title_justify="left")
     for column in ("trial", "params", "epoch", metric, "status"):
         t.add_column(column)
     for r in rows:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
         t.add_row(r["trial"], params, _fmt(r["epoch"]), _fmt(r["metric"]), r["status"])
-    return t
+    return Group(Text(f"scheduler {scheduler}"), t) if scheduler else t
 
 
 def _render_run(run: dict[str, Any]) -> None:
     stdout.print(f"[bold]tuning run {run['id']}[/] of {run['model_id']}: [bold]{run['status']}[/], "
                  f"{run['metric']} ({run['mode']}), {run['num_trials']} trials, {run['max_concurrent']} at once, "
-                 f"scheduler {run['scheduler']['name']}")
+                 f"scheduler {_scheduler_text(run['scheduler'])}")
     stdout.print("space: " + ", ".join(f"{k}={v}" for k, v in run["space"].items()))
     rows = [{"trial": t["trial_id"], "version": t["version_id"], "status": t["status"]
              + (" (stopped early)" if t["stopped_early"] else "") + (" [best]" if t["best"] else ""),
@@ -64,9 +70,10 @@ def tune_command(
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Number of trials (sampled configurations)."),
     max_concurrent: Optional[int] = typer.Option(None, help="Trials at once (default: as many as the cluster fits)."),
     metric: Optional[str] = typer.Option(None, help="Test metric to maximize (default: top1, map or recall@1)."),
-    scheduler: str = typer.Option("asha", help="asha (early stopping) or fifo."),
+    scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (default: asha, or fifo "
+                                                       "when the trials have too few epochs for asha)."),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped "
-                                                          "(default test_freq)."),
+                                                          "(default test_freq; giving it asks for asha)."),
     reduction_factor: int = typer.Option(2, help="ASHA: keep the best 1/reduction_factor at each rung."),
     param: Optional[list[str]] = ParamOption,
     workers: int = typer.Option(1, min=1, help="Ray Train workers per trial."),
@@ -75,35 +82,35 @@ def tune_command(
     promote: bool = typer.Option(False, help="Make the best trial the model's default version."),
     json: bool = JsonOption,
 ):
-    """Search hyperparameters with Ray Tune: one model version per trial, ASHA early stopping, a live table."""
+    """Search hyperparameters with Ray Tune: one model version per trial, ASHA early stopping, a live table.
+
+    The command line, the space and the search are checked before Ray starts."""
     from deeptrain.tune_space import parse_space
 
-    client = Client()
     check_run_args(resume, space, trials)
-    if resume:
-        metric_name = client.get_tune_run(app, model, resume)["metric"]
-    else:
-        domains = parse_space(space or [])
+    params = parse_params(param)
+    domains = {} if resume else parse_space(space or [])
+    client = Client()
+    shown: dict[str, Any] = {"run": client.get_tune_run(app, model, resume)} if resume else {}
     # Ray Tune prints its own banner to stdout; stdout is kept for the result (one JSON document with --json)
     with redirect_stdout(sys.stderr), Live(console=stderr, refresh_per_second=2, transient=json) as live:
-        holder: dict[str, str] = {}
-
         def draw(rows: list[dict[str, Any]]) -> None:
-            live.update(_live_table(rows, holder.get("metric", "metric")))
+            run = shown.get("run")
+            live.update(_live_table(rows, run.metric if run else "metric",
+                                    _scheduler_text(run.scheduler) if run else None))
 
         if resume:
-            holder["metric"] = metric_name
             run = client.resume_tune(app, model, resume, on_progress=draw)
         else:
             run = client.tune(app, model, domains, trials=trials, max_concurrent=max_concurrent, metric=metric,
-                              scheduler=scheduler, params=_params(param), workers=workers,
-                              dataset_version=dataset_version, grace_period=grace_period,
-                              reduction_factor=reduction_factor,
-                              on_run=lambda r: holder.__setitem__("metric", r["metric"]), on_progress=draw)
-    if promote and run["best"]:
-        run["promoted"] = client.promote_tune_best(app, model, run["id"])["default_version"]
-    run["report"] = client.tune_report(app, model, run["id"])["path"] if run["trials"] else None
-    emit(run, json, _render_run)
+                              scheduler=scheduler, params=params, workers=workers, dataset_version=dataset_version,
+                              grace_period=grace_period, reduction_factor=reduction_factor,
+                              on_run=lambda r: shown.__setitem__("run", r), on_progress=draw)
+    out = run.model_dump(mode="json")
+    if promote and run.best:
+        out["promoted"] = client.promote_tune_best(app, model, run.id).default_version
+    out["report"] = client.tune_report(app, model, run.id).path if run.trials else None
+    emit(out, json, _render_run)
 
 
 def check_run_args(resume: str | None, space: list[str] | None, trials: int | None) -> None:

@@ -21,10 +21,6 @@ def read(root: Path) -> Iterator[ReaderItem]:
         yield ImportRecord(source=str(path), read_bytes=file_reader(path), concepts=(rel.parts[0],))
 
 
-def count(root: Path) -> int:
-    return sum(1 for _ in walk_files(root))
-
-
 def write(items: Iterable[ExportItem], out: Path, concepts: list[str]) -> int:
     """One copy of each image per positive concept; unlabelled images are not written."""
     written = 0

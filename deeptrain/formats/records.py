@@ -22,6 +22,28 @@ class Region:
     right_col: float
 
 
+BOX_EPS = 1e-6  # how far outside the image a box edge may lie (rounding) before it is refused
+
+
+def normalize_box(region: Region, width: int | None = None, height: int | None = None) -> Region:
+    """Normalize a pixel box (when width/height are given) and check it lies inside the image."""
+    top, left, bottom, right = region.top_row, region.left_col, region.bottom_row, region.right_col
+    if width is not None and height is not None:
+        top, bottom, left, right = top / height, bottom / height, left / width, right / width
+    if not (bottom > top and right > left):
+        raise InvalidInput(
+            f"box for {region.concept!r} is inverted or empty "
+            f"(top_row={top:.4g}, left_col={left:.4g}, bottom_row={bottom:.4g}, right_col={right:.4g})"
+        )
+    if min(top, left) < -BOX_EPS or max(bottom, right) > 1 + BOX_EPS:
+        raise InvalidInput(
+            f"box for {region.concept!r} lies outside the image "
+            f"(normalized top_row={top:.4g}, left_col={left:.4g}, bottom_row={bottom:.4g}, right_col={right:.4g})"
+        )
+    clamp = lambda v: min(max(v, 0.0), 1.0)  # noqa: E731
+    return Region(region.concept, clamp(top), clamp(left), clamp(bottom), clamp(right))
+
+
 @dataclass
 class ImportRecord:
     """One candidate input.
@@ -120,6 +142,11 @@ def walk_files(root: Path, top: Path | None = None) -> Iterator[Path | Rejection
             yield Rejection(entry.path, LINK_OUT)
         elif entry.is_file():
             yield Path(entry.path)
+
+
+def count_files(root: Path) -> int:
+    """The files ``walk_files`` finds (a cheap total for a progress bar)."""
+    return sum(1 for _ in walk_files(root))
 
 
 def write_file(path: Path, data: bytes) -> None:

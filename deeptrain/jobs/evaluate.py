@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow.compute as pc
 import torch
 
 from deeptrain.artifacts import load_model
@@ -13,13 +12,13 @@ from deeptrain.services import datasets as dataset_service
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
 from deeptrain.templates import get_template
-from deeptrain.training.preprocess import canvas_size
 
 
 def evaluate_version(ctx: Context, app_id: str, model_id: str, version_id: str,
                      dataset_version_id: str | None = None) -> dict[str, Any]:
-    from deeptrain.jobs.cluster import ensure_ray
-    from deeptrain.jobs.train import TrainPlan, build_ray_dataset
+    from deeptrain.cluster import ensure_ray
+    from deeptrain.jobs.input_pipeline import build_ray_dataset
+    from deeptrain.jobs.plan import TrainPlan, geometry
     from deeptrain.training.loop import evaluate
 
     version = model_service.get_version(ctx, app_id, model_id, version_id)
@@ -31,12 +30,10 @@ def evaluate_version(ctx: Context, app_id: str, model_id: str, version_id: str,
     names = [c["id"] for c in dataset["concepts"]]
     index = {c: i for i, c in enumerate(version["concepts"])}
     table = dataset_service.open_dataset(ctx, app_id, dataset["id"]).to_table(columns=["width", "height", "boxes"])
-    aspect = pc.max(pc.divide(pc.max_element_wise(table["width"], table["height"]).cast("float64"),
-                              pc.min_element_wise(table["width"], table["height"]).cast("float64"))).as_py()
-    max_boxes = max((len(b) for b in table.column("boxes").to_pylist()), default=1)
-    plan = TrainPlan(params=version["params"], concepts=version["concepts"], class_map=[index.get(n, -1) for n in names],
+    canvas, max_boxes = geometry(table, params.image_size)
+    plan = TrainPlan(params=params, concepts=version["concepts"], class_map=[index.get(n, -1) for n in names],
                      dataset_version_id=dataset["id"], num_train=0, num_test=0, steps_per_epoch=1,
-                     canvas=canvas_size(params.image_size, aspect or 1.0), max_boxes=max(1, max_boxes))
+                     canvas=canvas, max_boxes=max_boxes)
     ensure_ray()
     task = loaded.manifest["task"]
     ds = build_ray_dataset(ctx, app_id, task, plan, "test")

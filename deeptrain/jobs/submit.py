@@ -24,13 +24,12 @@ from urllib.parse import urlsplit
 from deeptrain import __version__
 from deeptrain.config import Settings
 from deeptrain.errors import ClusterError, InvalidInput, NotFound
-from deeptrain.jobs.cluster import worker_env
+from deeptrain.cluster import worker_env
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
 
 PACKAGES = ("image", "pip", "pip:REQUIREMENT", "local")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
-CONNECT_TIMEOUT_S = float(os.environ.get("DEEPTRAIN_CLUSTER_CONNECT_TIMEOUT_S", 10))
 # The job runs the module, not the console script: with --package local (or a pip
 # runtime env) the ``deeptrain`` script of the cluster's own environment may be absent.
 ENTRYPOINT = ("python", "-m", "deeptrain.cli.main")
@@ -56,7 +55,7 @@ def cluster_settings_problems(storage_uri: str, database_url: str) -> list[str]:
 def job_env(settings: Settings, overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of the job: this side's storage, database and AWS settings, then ``overrides``
     (e.g. the storage endpoint as the cluster sees it). DEEPTRAIN_HOME stays the cluster's own."""
-    env = {k: v for k, v in worker_env(settings.as_env()).items() if k != "DEEPTRAIN_HOME"}
+    env = {k: v for k, v in worker_env(settings).items() if k != "DEEPTRAIN_HOME"}
     env.update(overrides or {})
     problems = cluster_settings_problems(settings.storage_uri, settings.database_url)
     if overrides:
@@ -113,8 +112,9 @@ def dashboard_address(address: str | None = None) -> str:
     return (address if "://" in address else f"http://{address}").rstrip("/")
 
 
-def connect(address: str | None = None):
-    """A ``JobSubmissionClient`` for the cluster, or a ClusterError naming the address, within seconds.
+def connect(address: str | None, timeout_s: float):
+    """A ``JobSubmissionClient`` for the cluster, or a ClusterError naming the address, within ``timeout_s``
+    (``Settings.cluster_connect_timeout_s``).
 
     The TCP probe first: Ray's client waits for the operating system's connect timeout
     (minutes) on an address that does not answer. Token authentication (``RAY_AUTH_MODE``,
@@ -126,7 +126,7 @@ def connect(address: str | None = None):
     parts = urlsplit(url)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
     except (OSError, ValueError) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or exc)
         raise ClusterError(f"cannot reach the Ray cluster at {url}: {reason}") from None
@@ -146,7 +146,7 @@ def submit_cli(ctx: Context, argv: list[str], *, metadata: dict[str, str], job_i
     """Run the deeptrain command line ``argv`` (e.g. ``["tune", ...]``) as a Ray Job; returns the job."""
     job_id = job_id or new_job_id()
     spec = runtime_env(package, {**job_env(ctx.settings, env), "DEEPTRAIN_JOB_ID": job_id})
-    client = connect(address)
+    client = connect(address, ctx.settings.cluster_connect_timeout_s)
     try:
         client.submit_job(entrypoint=shlex.join([*ENTRYPOINT, *argv]), submission_id=job_id, metadata=metadata,
                           runtime_env=spec)
@@ -262,13 +262,13 @@ def _with_versions(ctx: Context, client, info) -> dict[str, Any]:
 
 
 def get_job(ctx: Context, job_id: str, address: str | None = None) -> dict[str, Any]:
-    client = connect(address)
+    client = connect(address, ctx.settings.cluster_connect_timeout_s)
     return _with_versions(ctx, client, _job_info(client, job_id))
 
 
 def list_jobs(ctx: Context, address: str | None = None) -> list[dict[str, Any]]:
     """The cluster's deeptrain jobs (those ``submit`` sent), oldest first."""
-    client = connect(address)
+    client = connect(address, ctx.settings.cluster_connect_timeout_s)
     infos = [i for i in client.list_jobs() if (i.metadata or {}).get(META["command"])]
     return [_with_versions(ctx, client, i) for i in sorted(infos, key=lambda i: i.start_time or 0)]
 
@@ -276,7 +276,7 @@ def list_jobs(ctx: Context, address: str | None = None) -> list[dict[str, Any]]:
 def wait_job(ctx: Context, job_id: str, address: str | None = None, timeout_s: float | None = None,
              on_poll: Callable[[dict[str, Any]], None] | None = None, poll_s: float = 1.0) -> dict[str, Any]:
     """Wait for a job to end (or ``timeout_s``); ``on_poll`` sees the job record at every poll."""
-    client = connect(address)
+    client = connect(address, ctx.settings.cluster_connect_timeout_s)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         job = job_record(_job_info(client, job_id))
@@ -289,15 +289,15 @@ def wait_job(ctx: Context, job_id: str, address: str | None = None, timeout_s: f
 
 def stop_job(ctx: Context, job_id: str, address: str | None = None, timeout_s: float = 60) -> dict[str, Any]:
     """Stop a job (its driver gets SIGTERM, then SIGKILL) and wait until it has ended."""
-    client = connect(address)
+    client = connect(address, ctx.settings.cluster_connect_timeout_s)
     _job_info(client, job_id)
     client.stop_job(job_id)
     return wait_job(ctx, job_id, address, timeout_s)
 
 
-def job_logs(job_id: str, address: str | None = None, follow: bool = False) -> Iterator[str]:
+def job_logs(ctx: Context, job_id: str, address: str | None = None, follow: bool = False) -> Iterator[str]:
     """The job's log so far, or (``follow``) its chunks as they come until it ends."""
-    client = connect(address)
+    client = connect(address, ctx.settings.cluster_connect_timeout_s)
     _job_info(client, job_id)
     if not follow:
         yield client.get_job_logs(job_id)

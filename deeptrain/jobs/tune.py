@@ -8,7 +8,7 @@ reach Tune through ``TuneReportCallback``, forwarded only on the epochs the loop
 evaluated, so the scheduler (ASHA, ``time_attr="epoch"``) compares fresh test metrics.
 
 Resources: a trial's driver reserves no CPU (a tiny memory bundle only), its Train
-workers reserve ``num_workers x CPU_PER_WORKER`` CPUs of their own, and each running
+workers reserve ``num_workers x Settings.cpu_per_worker`` CPUs of their own, and each running
 trial counts a share of the CPUs left to the Ray Data tasks that decode its images, of
 which at least one whole CPU always stays free; the number of concurrent trials is what
 fits in the cluster under those rules (two single-worker trials on two cores), and asking
@@ -34,9 +34,12 @@ from typing import Any, Callable, Mapping
 from ray import tune as ray_tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from deeptrain.config import DEFAULT_CPU_PER_WORKER
 from deeptrain.errors import InvalidInput
 from deeptrain.jobs import train as train_job
-from deeptrain.params import HyperParams, resolve_params
+from deeptrain.jobs.tune_scheduler import check_scheduler_name, choose_scheduler, make_scheduler
+from deeptrain.jobs import plan as plan_job
+from deeptrain.params import resolve_params
 from deeptrain.services import models as model_service
 from deeptrain.services import tune_runs
 from deeptrain.services.context import Context
@@ -46,7 +49,6 @@ from deeptrain.tune_space import check_space, describe_domain
 
 TRIAL_DRIVER_RESOURCES = {"memory": 1 << 20}  # a bundle needs some resource; CPU would starve Ray Data
 DATA_CPU_PER_TRIAL = 0.5  # each running trial's share of the CPUs its Ray Data tasks run on, besides its workers
-SCHEDULERS = ("asha", "fifo")
 EXPERIMENT = "ray"  # the Tune experiment's folder under the run's storage prefix
 ProgressFn = Callable[[list[dict[str, Any]]], None]
 
@@ -61,17 +63,17 @@ class TrialJob:
     params: dict[str, Any]  # fixed for every trial
     dataset_version_id: str
     num_workers: int
-    settings_env: dict[str, str]
-    env: dict[str, str] = field(default_factory=dict)  # storage credentials etc. for the driver's process
+    env: dict[str, str] = field(default_factory=dict)  # the driver's settings (Settings.as_env) and storage credentials
 
 
 # --- planning (before any trial) ---------------------------------------------------------
 
 
-def fit_concurrency(num_workers: int, use_gpu: bool, requested: int | None, trials: int) -> int:
+def fit_concurrency(num_workers: int, use_gpu: bool, requested: int | None, trials: int,
+                    cpu_per_worker: float = DEFAULT_CPU_PER_WORKER) -> int:
     """Trials that can run at once on the connected cluster; refuses a request that cannot fit.
 
-    A trial holds its workers' CPUs (``num_workers x CPU_PER_WORKER``, reserved by Ray Train)
+    A trial holds its workers' CPUs (``num_workers x cpu_per_worker``, reserved by Ray Train)
     and counts ``DATA_CPU_PER_TRIAL`` more for the Ray Data tasks that decode its images.
     Those tasks take a whole CPU each and are not reserved ahead, so the workers of all
     running trials together must always leave at least one CPU free: otherwise a trial whose
@@ -81,12 +83,12 @@ def fit_concurrency(num_workers: int, use_gpu: bool, requested: int | None, tria
 
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
-    workers_cpus = num_workers * train_job.CPU_PER_WORKER
+    workers_cpus = num_workers * cpu_per_worker
     fit = math.floor(cpus / (workers_cpus + DATA_CPU_PER_TRIAL) + 1e-9)
     if workers_cpus > 0:
         fit = min(fit, math.floor((cpus - 1) / workers_cpus + 1e-9))
     rule = (f"a trial takes {workers_cpus + DATA_CPU_PER_TRIAL:g} CPUs ({num_workers} worker(s) x "
-            f"{train_job.CPU_PER_WORKER:g} + {DATA_CPU_PER_TRIAL:g} for its Ray Data tasks), the workers of all "
+            f"{cpu_per_worker:g} + {DATA_CPU_PER_TRIAL:g} for its Ray Data tasks), the workers of all "
             f"trials leave at least 1 CPU to those tasks, and the cluster has {cpus:g}")
     if use_gpu:
         fit = min(fit, math.floor(gpus / num_workers))
@@ -110,9 +112,9 @@ def _extremes(values: list[Any]) -> list[Any]:
 
 
 def check_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
-              metric: str | None = None, scheduler: str = "asha", params: Mapping[str, Any] | None = None,
+              metric: str | None = None, scheduler: str | None = None, params: Mapping[str, Any] | None = None,
               num_workers: int = 1, dataset_version_id: str | None = None, grace_period: int | None = None,
-              reduction_factor: int = 2) -> tuple[str, dict[str, Any], train_job.TrainPlan]:
+              reduction_factor: int = 2) -> tuple[str, dict[str, Any], plan_job.TrainPlan]:
     """Everything a run can be refused for without a Ray cluster: ``(metric, scheduler, plan)``.
 
     ``deeptrain submit tune`` calls this on the submitting side, so a bad space fails there
@@ -129,35 +131,25 @@ def check_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any]
     if metric not in metrics:
         raise InvalidInput(f"metric {metric!r} is not one that {model['task']} reports; use one of "
                            f"{', '.join(metrics)}")
-    if scheduler not in SCHEDULERS:
-        raise InvalidInput(f"unknown scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+    check_scheduler_name(scheduler)
     overlap = sorted(set(space) & set(params))
     if overlap:
         raise InvalidInput(f"{', '.join(overlap)} given both in the search space and as a fixed --param")
-    base = {**model["params"], **params}
-    checked = check_space(template, base, space, num_workers)
-    plan = train_job.plan_training(ctx, app_id, model_id, params, dataset_version_id, num_workers)
+    checked = check_space(template, params, space, num_workers, model_params=model["params"])
+    plan = plan_job.plan_training(ctx, app_id, model_id, params, dataset_version_id, num_workers)
     with warnings.catch_warnings():  # check_space has warned about what these values share
         warnings.simplefilter("ignore", UserWarning)
         for name, values in checked.items():  # values that depend on the data, e.g. batch_size vs items per epoch
             for value in _extremes(values):
                 try:
-                    train_job.plan_training(ctx, app_id, model_id, {**params, name: value}, plan.dataset_version_id,
-                                            num_workers)
+                    plan_job.plan_training(ctx, app_id, model_id, {**params, name: value}, plan.dataset_version_id,
+                                           num_workers)
                 except InvalidInput as exc:
                     raise InvalidInput(f"the search space {name}={describe_domain(space[name])} can sample "
                                        f"{value!r}, which cannot train: {exc}") from None
-    hyper = HyperParams.model_validate(plan.params)
-    max_t = max([hyper.num_epochs, *checked.get("num_epochs", [])])
-    grace = hyper.test_freq if grace_period is None else grace_period
-    if scheduler == "asha" and not 1 <= grace < max_t:
-        raise InvalidInput(f"--grace-period {grace} must be at least 1 and below the number of epochs ({max_t}): "
-                           "ASHA stops trials before their last epoch" + ("; with one epoch use --scheduler fifo"
-                                                                         if max_t == 1 else ""))
-    if reduction_factor < 2:
-        raise InvalidInput(f"--reduction-factor must be >= 2, got {reduction_factor}")
-    return metric, {"name": scheduler, "time_attr": "epoch", "max_t": max_t, "grace_period": grace,
-                    "reduction_factor": reduction_factor}, plan
+    max_t = max([plan.params.num_epochs, *checked.get("num_epochs", [])])
+    return metric, choose_scheduler(scheduler, grace_period, reduction_factor, test_freq=plan.params.test_freq,
+                                    max_t=max_t), plan
 
 
 def plan_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, trials: int,
@@ -165,13 +157,13 @@ def plan_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any],
              **options: Any) -> dict[str, Any]:
     """Check everything a run needs before any trial starts (``check_run``, then what the connected
     cluster can hold), then record the run (status ``running``)."""
-    from deeptrain.jobs.cluster import ensure_ray
+    from deeptrain.cluster import ensure_ray
 
     metric, scheduler, plan = check_run(ctx, app_id, model_id, space, trials=trials, params=params,
                                         num_workers=num_workers, **options)
     ensure_ray()
-    use_gpu = train_job.cluster_use_gpu(HyperParams.model_validate(plan.params).use_gpu)
-    concurrency = fit_concurrency(num_workers, use_gpu, max_concurrent, trials)
+    use_gpu = train_job.cluster_use_gpu(plan.params.use_gpu)
+    concurrency = fit_concurrency(num_workers, use_gpu, max_concurrent, trials, ctx.settings.cpu_per_worker)
     return tune_runs.create_run(
         ctx, app_id, model_id, metric=metric, mode="max", space={n: describe_domain(d) for n, d in space.items()},
         params=dict(params or {}), num_trials=trials, max_concurrent=concurrency, num_workers=num_workers,
@@ -193,20 +185,21 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     """Tune's trainable: train (or continue) this trial's model version with ``config`` on top of the run's params."""
     from deeptrain.config import Settings
 
-    os.environ.update(job.env)
-    ctx = Context.from_settings(Settings.from_env(env=job.settings_env))
+    os.environ.update(job.env)  # the tuning driver's settings (Settings.as_env) and storage credentials
+    ctx = Context.from_settings(Settings.from_env())
     trial_id = ray_tune.get_context().get_trial_id()
     key = (job.app_id, job.model_id)
     version_id = tune_runs.trial_version(ctx, *key, job.run_id, trial_id)
     if version_id is None:
-        plan = train_job.plan_training(ctx, *key, {**job.params, **config}, job.dataset_version_id, job.num_workers)
-        version = model_service.new_version(ctx, *key, plan.params, plan.dataset_version_id, plan.concepts,
+        plan = plan_job.plan_training(ctx, *key, {**job.params, **config}, job.dataset_version_id, job.num_workers)
+        version = model_service.new_version(ctx, *key, plan.params.model_dump(mode="json"), plan.dataset_version_id,
+                                            plan.concepts,
                                             tune_run=job.run_id)
-        train_job.save_plan(ctx, version["artifacts"], plan)
+        plan_job.save_plan(ctx, version["artifacts"], plan)
         tune_runs.add_trial(ctx, *key, job.run_id, trial_id, version["id"])
     else:
         version = model_service.get_version(ctx, *key, version_id)
-        plan = train_job.load_plan(ctx, version)
+        plan = plan_job.load_plan(ctx, version)
         if version["status"] in ("trained", "cancelled"):
             # finished before the run was interrupted (Tune's saved state had not caught up): report, don't retrain
             ray_tune.report(_last_evaluation(version))
@@ -238,8 +231,8 @@ def _finish_stopped(ctx: Context, run: dict[str, Any], trial_id: str, last_resul
         return
     checkpoint = ray.train.Checkpoint(last_result["checkpoint_path"], filesystem=ctx.storage.fs)
     state = train_job.load_checkpoint_state(checkpoint)
-    plan = train_job.load_plan(ctx, version)
-    if state["epoch"] >= plan.params["num_epochs"]:
+    plan = plan_job.load_plan(ctx, version)
+    if state["epoch"] >= plan.params.num_epochs:
         train_job.finish_version(ctx, *key, plan, state, "trained")
     else:
         train_job.finish_version(ctx, *key, plan, state, "cancelled",
@@ -305,30 +298,19 @@ class Recorder(ray_tune.Callback):
             driver.on_progress(_progress_rows(trials, run["metric"], list(run["space"]), run["scheduler"]["max_t"]))
 
 
-def _scheduler(spec: dict[str, Any]):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if spec["name"] == "fifo":
-        return FIFOScheduler()
-    # rungs at grace_period x reduction_factor^k up to the epoch before the last, and no stop at the last
-    # one: a trial that reaches its last epoch finishes on its own (Tune ends a stopped trial's driver
-    # at once, so a stop there would cut short writing its artifacts)
-    return ASHAScheduler(time_attr=spec["time_attr"], max_t=spec["max_t"] - 1, grace_period=spec["grace_period"],
-                         reduction_factor=spec["reduction_factor"], stop_last_trials=False)
-
-
 def _trainable(ctx: Context, run: dict[str, Any]):
-    from deeptrain.jobs.cluster import worker_env
+    from deeptrain.cluster import worker_env
 
-    env = worker_env(ctx.settings.as_env())
-    if "DEEPTRAIN_TORCH_THREADS" not in os.environ:  # concurrent trials share the cores
+    settings = ctx.settings
+    if settings.torch_threads is None:  # concurrent trials share the cores
         import ray
 
         node_cpus = max(int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n["Alive"])
-        env["DEEPTRAIN_TORCH_THREADS"] = str(max(1, node_cpus // (run["max_concurrent"] * run["num_workers"])))
+        settings = settings.replace(torch_threads=max(1, node_cpus // (run["max_concurrent"] * run["num_workers"])))
+    env = worker_env(settings)
     job = TrialJob(app_id=run["app_id"], model_id=run["model_id"], run_id=run["id"], params=run["params"],
                    dataset_version_id=run["dataset_version_id"], num_workers=run["num_workers"],
-                   settings_env=ctx.settings.as_env(), env=env)
+                   env=env)
     return ray_tune.with_resources(ray_tune.with_parameters(run_trial, job=job),
                                    ray_tune.PlacementGroupFactory([TRIAL_DRIVER_RESOURCES]))
 
@@ -373,11 +355,11 @@ def tune(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any], *, 
     run = plan_run(ctx, app_id, model_id, space, trials=trials, **options)
     if on_run:
         on_run(run)
-    seed = resolve_params(None, {**model_service.get_model(ctx, app_id, model_id)["params"], **run["params"]}).seed
+    seed = resolve_params(None, model_service.get_model(ctx, app_id, model_id)["params"], run["params"]).seed
     tuner = ray_tune.Tuner(
         _trainable(ctx, run), param_space=dict(space),
         tune_config=ray_tune.TuneConfig(
-            metric=run["metric"], mode=run["mode"], num_samples=trials, scheduler=_scheduler(run["scheduler"]),
+            metric=run["metric"], mode=run["mode"], num_samples=trials, scheduler=make_scheduler(run["scheduler"]),
             # seeded sampling; the generator limits concurrency itself (TuneConfig's limit ignores a given one)
             search_alg=BasicVariantGenerator(random_state=seed, max_concurrent=run["max_concurrent"])),
         run_config=ray_tune.RunConfig(name=EXPERIMENT, storage_path=ctx.storage.path(run["artifacts"]),
@@ -400,7 +382,7 @@ def check_resume(ctx: Context, app_id: str, model_id: str, run_id: str) -> dict[
 
 def resume(ctx: Context, app_id: str, model_id: str, run_id: str, on_progress: ProgressFn | None = None) -> dict[str, Any]:
     """Continue an interrupted run: finished trials are kept, unfinished ones continue their versions."""
-    from deeptrain.jobs.cluster import ensure_ray
+    from deeptrain.cluster import ensure_ray
 
     run = check_resume(ctx, app_id, model_id, run_id)
     path = _experiment_path(ctx, run)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from functools import partial
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

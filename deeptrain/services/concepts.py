@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from deeptrain.errors import Conflict, NotFound
 from deeptrain.ids import check_id, slugify
+from deeptrain.services import usage
 from deeptrain.services.context import Context, require_app
 from deeptrain.store import Annotation, Concept
 
@@ -52,9 +53,7 @@ def delete_concept(ctx: Context, app_id: str, concept_id: str, force: bool = Fal
         concept = s.get(Concept, (app_id, concept_id))
         if concept is None:
             raise NotFound(f"concept {concept_id!r} does not exist in app {app_id!r}")
-        from deeptrain.services.models import versions_using_concept
-
-        versions = versions_using_concept(ctx, app_id, concept_id)
+        versions = usage.versions_using_concept(s, app_id, concept_id)
         if versions:
             raise Conflict(
                 f"concept {concept_id!r} is used by model version(s) {', '.join(versions)}; delete those first"

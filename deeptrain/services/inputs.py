@@ -23,7 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
-from deeptrain.formats import ExportItem, ImportRecord, Region, Rejection, get_format
+from deeptrain.formats import FORMATS, ExportItem, ImportRecord, Region, Rejection, get_format
+from deeptrain.formats.records import normalize_box
 from deeptrain.ids import check_input_id
 from deeptrain.images import ImageInfo, inspect_image
 from deeptrain.services.concepts import ConceptResolver
@@ -32,7 +33,6 @@ from deeptrain.store import Annotation, Concept, Input
 
 SPLITS = ("train", "test")
 BATCH_SIZE = 256
-_BOX_EPS = 1e-6
 
 ProgressFn = Callable[[int], None]
 
@@ -74,25 +74,6 @@ class _Checked:
 
 def input_key(app_id: str, info: ImageInfo) -> str:
     return f"{app_prefix(app_id)}/inputs/{info.sha256[:2]}/{info.sha256}.{info.extension}"
-
-
-def normalize_box(region: Region, width: int | None = None, height: int | None = None) -> Region:
-    """Normalize a pixel box (when width/height are given) and check it lies inside the image."""
-    top, left, bottom, right = region.top_row, region.left_col, region.bottom_row, region.right_col
-    if width is not None and height is not None:
-        top, bottom, left, right = top / height, bottom / height, left / width, right / width
-    if not (bottom > top and right > left):
-        raise InvalidInput(
-            f"box for {region.concept!r} is inverted or empty "
-            f"(top_row={top:.4g}, left_col={left:.4g}, bottom_row={bottom:.4g}, right_col={right:.4g})"
-        )
-    if min(top, left) < -_BOX_EPS or max(bottom, right) > 1 + _BOX_EPS:
-        raise InvalidInput(
-            f"box for {region.concept!r} lies outside the image "
-            f"(normalized top_row={top:.4g}, left_col={left:.4g}, bottom_row={bottom:.4g}, right_col={right:.4g})"
-        )
-    clamp = lambda v: min(max(v, 0.0), 1.0)  # noqa: E731
-    return Region(region.concept, clamp(top), clamp(left), clamp(bottom), clamp(right))
 
 
 _SHA_QUERY = select(Input.id).where(Input.app_id == bindparam("app_id"), Input.sha256 == bindparam("sha256")).limit(1)
@@ -271,26 +252,15 @@ def import_path(
     """Import a folder or file in one of the supported formats."""
     spec = get_format(fmt)
     path = Path(path)
-    if not path.exists():
-        raise InvalidInput(f"import path {str(path)!r} does not exist")
-    if spec.path_kind == "dir" and not path.is_dir() and fmt != "voc":
-        raise InvalidInput(f"format {fmt!r} imports a folder, but {str(path)!r} is a file")
-    if spec.path_kind == "file" and not path.is_file():
-        raise InvalidInput(f"format {fmt!r} imports a file, but {str(path)!r} is a folder")
-    limit, size = ctx.settings.max_label_file_bytes, path.stat().st_size
-    if spec.loads_whole and size > limit:
-        raise InvalidInput(f"{str(path)!r} is {size:,} bytes, over the {limit:,}-byte limit for a "
-                           f"{fmt} file, which is read whole (DEEPTRAIN_MAX_LABEL_FILE_BYTES)")
+    spec.check_path(path, ctx.settings.max_label_file_bytes)
     reader = spec.reader(path, lambda url: read_input_url(ctx, app_id, url))
     return import_records(ctx, app_id, reader, split=split, on_progress=on_progress)
 
 
 def count_candidates(path: str | Path, fmt: str) -> int | None:
     """A cheap count of files for a progress bar's total (None when unknown)."""
-    from deeptrain.formats import imagefolder
-
-    path = Path(path)
-    return imagefolder.count(path) if fmt in ("imagefolder", "yolo") and path.is_dir() else None
+    spec, path = FORMATS.get(fmt), Path(path)
+    return spec.count(path) if spec is not None and spec.count is not None and path.is_dir() else None
 
 
 # --- reading -----------------------------------------------------------------------
@@ -378,7 +348,7 @@ def export_inputs(ctx: Context, app_id: str, out_dir: str | Path, fmt: str) -> d
     with ctx.store.session() as s:
         require_app(s, app_id)
         names = {c.id: c.name for c in s.scalars(select(Concept).where(Concept.app_id == app_id).order_by(Concept.id))}
-    if fmt == "imagefolder":  # folder names must be path-safe: use concept ids
+    if spec.exports_concept_ids:
         names = {cid: cid for cid in names}
 
     def items() -> Iterator[ExportItem]:

@@ -5,7 +5,6 @@ Training itself runs in ``deeptrain.jobs``; this module owns the records it upda
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -15,6 +14,7 @@ from sqlalchemy import select, update
 from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
 from deeptrain.params import resolve_params
+from deeptrain.services import usage
 from deeptrain.services.context import Context, app_prefix, require_app
 from deeptrain.store import Concept, Model, ModelVersion
 from deeptrain.templates import TemplateError, get_template
@@ -94,9 +94,7 @@ def delete_model(ctx: Context, app_id: str, model_id: str) -> dict[str, Any]:
             ModelVersion.status.in_(("queued", "training")))).all()
         if busy:
             raise Conflict(f"model {model_id!r} has versions still training: {', '.join(busy)}; cancel them first")
-        from deeptrain.services.workflows import workflows_using_model
-
-        used_by = workflows_using_model(ctx, app_id, model_id)
+        used_by = usage.workflows_using_model(s, app_id, model_id)
         if used_by:
             raise Conflict(f"model {model_id!r} is a step of workflow(s) {', '.join(used_by)}; delete those first")
         s.delete(model)
@@ -108,7 +106,7 @@ def new_version(ctx: Context, app_id: str, model_id: str, params: dict[str, Any]
                 concepts: list[str], tune_run: str | None = None, job_id: str | None = None) -> dict[str, Any]:
     """Record a queued version (params already resolved and validated by the caller).
 
-    ``job_id``: the Ray Job that runs it; by default ``DEEPTRAIN_JOB_ID``, which ``deeptrain
+    ``job_id``: the Ray Job that runs it; by default ``Settings.job_id`` (``DEEPTRAIN_JOB_ID``), which ``deeptrain
     submit`` sets for its jobs, so versions created inside one (e.g. tuning trials) record it.
     """
     version_id = uuid.uuid4().hex[:12]
@@ -117,7 +115,7 @@ def new_version(ctx: Context, app_id: str, model_id: str, params: dict[str, Any]
         v = ModelVersion(
             app_id=app_id, model_id=model_id, id=version_id, status="queued", params=params,
             dataset_version_id=dataset_version_id, concepts=concepts, cancel_requested=False, tune_run=tune_run,
-            job_id=job_id or os.environ.get("DEEPTRAIN_JOB_ID"), artifact_prefix=f"{app_prefix(app_id)}/models/{model_id}/{version_id}",
+            job_id=job_id or ctx.settings.job_id, artifact_prefix=f"{app_prefix(app_id)}/models/{model_id}/{version_id}",
         )
         s.add(v)
         s.flush()
@@ -226,9 +224,7 @@ def cancel_requested(ctx: Context, app_id: str, model_id: str, version_id: str) 
 
 def versions_using_concept(ctx: Context, app_id: str, concept_id: str) -> list[str]:
     with ctx.store.session() as s:
-        rows = s.execute(select(ModelVersion.model_id, ModelVersion.id, ModelVersion.concepts)
-                         .where(ModelVersion.app_id == app_id)).all()
-    return [f"{m}/{v}" for m, v, concepts in rows if concept_id in (concepts or [])]
+        return usage.versions_using_concept(s, app_id, concept_id)
 
 
 def set_default_version(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:

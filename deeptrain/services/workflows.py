@@ -30,6 +30,7 @@ from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
 from deeptrain.images import decode_checked
 from deeptrain.services import models as model_service
+from deeptrain.services import usage
 from deeptrain.services.context import Context, require_app
 from deeptrain.store import Workflow
 
@@ -127,8 +128,7 @@ def delete_workflow(ctx: Context, app_id: str, workflow_id: str) -> dict[str, An
 
 def workflows_using_model(ctx: Context, app_id: str, model_id: str) -> list[str]:
     with ctx.store.session() as s:
-        rows = s.scalars(select(Workflow).where(Workflow.app_id == app_id)).all()
-        return [w.id for w in rows if any(step["model_id"] == model_id for step in w.steps)]
+        return usage.workflows_using_model(s, app_id, model_id)
 
 
 def resolve_workflow(ctx: Context, app_id: str, workflow_id: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -26,7 +26,6 @@ import os
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
-from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn

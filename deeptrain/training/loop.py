@@ -27,23 +27,17 @@ from deeptrain.training.param_groups import make_optimizer, set_train_mode
 from deeptrain.training.schedule import StepSchedule, apply_warmup
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSpec:
-    """Everything a worker needs, as plain values (it travels as Ray's ``train_loop_config``)."""
+    """Everything a worker needs (it travels in Ray's ``train_loop_config``); ``params`` is the
+    plan's resolved, frozen ``HyperParams``, read as is by the model builder and the optimizer."""
 
     task: str
     template: str
-    params: dict[str, Any]  # HyperParams.model_dump(mode="json"), lrate resolved
+    params: HyperParams
     concept_ids: list[str]
     steps_per_epoch: int
     world_size: int = 1
-
-    @property
-    def hyper(self) -> HyperParams:
-        return HyperParams.model_validate(self.params)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class DataSource(Protocol):
@@ -91,14 +85,13 @@ def task_kwargs(task: str, params: HyperParams) -> dict[str, Any]:
     return {"use_perclass_regression": params.use_perclass_regression}
 
 
-def build_model(task: str, template_name: str, params: HyperParams, num_classes: int) -> tuple[nn.Module, bool]:
-    """The template's model, initialized from ``init_from`` when given; (model, pretrained_base)."""
+def build_model(task: str, template_name: str, params: HyperParams, num_classes: int) -> nn.Module:
+    """The template's model, its base initialized from ``init_from`` when given (``params.pretrained_base``)."""
     template = get_template(task, template_name)
     model = template.build(num_classes, **task_kwargs(task, params))
-    if params.init_from:
+    if params.pretrained_base:
         apply_init_from(model, load_state_dict_source(params.init_from), template.head_prefixes)
-        return model, True
-    return model, False
+    return model
 
 
 def _autocast(precision: str, device: torch.device):
@@ -166,103 +159,132 @@ class EpochRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any]:
-    """Train; returns ``{"history", "metrics", "stopped"}``. Checkpoints go through ``host.report``."""
-    params = spec.hyper
-    template = get_template(spec.task, spec.template)
-    device = torch.device("cuda" if params.use_gpu is not False and torch.cuda.is_available() else "cpu")
-    torch.manual_seed(params.seed)
-    model, pretrained = build_model(spec.task, spec.template, params, len(spec.concept_ids))
-    optimizer = make_optimizer(model, template.head_prefixes, params, pretrained_base=pretrained)
-    scheduler = StepSchedule(optimizer, params)
-    frozen_base = pretrained and params.base_gradient_multiplier == 0
-    history: list[dict[str, Any]] = []
-    restores: list[int] = []  # epochs this run was restored at (worker restarts, --resume)
-    start_epoch = 0
-    state = host.restore()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history = state["history"]
-        start_epoch = state["epoch"]
-        torch.set_rng_state(state["rng"])
-        restores = [*state.get("restores", []), start_epoch]
-    model.to(device)
-    loss_module = host.prepare_model(_LossModule(model))
-    global_batch = params.batch_size
-    total_steps = spec.steps_per_epoch * params.num_epochs
-    metrics: dict[str, Any] = dict(history[-1]["metrics"]) if history else {}
-    stopped = False
-    run_start = time.perf_counter()
-    steps_done_this_run = 0
-    for epoch in range(start_epoch, params.num_epochs):
-        set_train_mode(model, template.head_prefixes, frozen_base)
+@dataclass
+class _Run:
+    """One worker's training state: the model, its optimizer and schedule, and where it runs."""
+
+    spec: TrainSpec
+    host: Host
+    template: Template
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: StepSchedule
+    loss_module: nn.Module | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    restores: list[int] = field(default_factory=list)  # epochs this run was restored at (worker restarts, --resume)
+    start_epoch: int = 0
+    steps_done: int = 0  # optimizer steps this process ran (for the images/s and ETA of progress)
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def build(cls, spec: TrainSpec, host: Host) -> "_Run":
+        params = spec.params
+        template = get_template(spec.task, spec.template)
+        device = torch.device("cuda" if params.use_gpu is not False and torch.cuda.is_available() else "cpu")
+        torch.manual_seed(params.seed)
+        model = build_model(spec.task, spec.template, params, len(spec.concept_ids))
+        optimizer = make_optimizer(model, template.head_prefixes, params)
+        run = cls(spec, host, template, device, model, optimizer, StepSchedule(optimizer, params))
+        state = host.restore()
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            run.scheduler.load_state_dict(state["scheduler"])
+            run.history, run.start_epoch = state["history"], state["epoch"]
+            torch.set_rng_state(state["rng"])
+            run.restores = [*state.get("restores", []), run.start_epoch]
+        model.to(device)
+        run.loss_module = host.prepare_model(_LossModule(model))
+        run.started = time.perf_counter()
+        return run
+
+    def step(self, batch: dict[str, Any], epoch: int, step: int) -> tuple[float, float, float]:
+        """One optimizer step; (loss, seconds augmenting, seconds computing)."""
+        params, spec = self.spec.params, self.spec
+        t1 = time.perf_counter()
+        x, y = crop_flip_normalize(
+            batch, image_size=params.image_size, mean=self.template.mean, std=self.template.std, train=True,
+            flip=params.average_horizontal_flips, generator=batch_generator(params.seed, epoch, self.host.rank, step),
+        )
+        x = x.to(self.device)
+        y = [{k: v.to(self.device) for k, v in t.items()} for t in y] if spec.task == "detection" else y.to(self.device)
+        t2 = time.perf_counter()
+        apply_warmup(self.optimizer, self.scheduler, epoch, epoch * spec.steps_per_epoch + step, params.warmup_steps)
+        with _autocast(params.precision, self.device):
+            loss = self.loss_module(x, y)["loss"]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        loss_value = float(loss.detach())  # syncs the device, so the step's time is all in
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step {step}; "
+                                     "lower lrate or check the data")
+        self.steps_done += 1
+        return loss_value, t2 - t1, time.perf_counter() - t2
+
+    def progress(self, epoch: int, step: int, loss: float) -> None:
+        spec, params = self.spec, self.spec.params
+        elapsed = time.perf_counter() - self.started
+        done = epoch * spec.steps_per_epoch + step + 1
+        self.host.progress({
+            "epoch": epoch + 1, "num_epochs": params.num_epochs, "step": step + 1,
+            "steps_per_epoch": spec.steps_per_epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": self.steps_done * params.batch_size / elapsed,
+            "eta_s": (spec.steps_per_epoch * params.num_epochs - done) * elapsed / self.steps_done,
+        })
+
+    def train_epoch(self, epoch: int, data: DataSource) -> EpochRecord:
+        set_train_mode(self.model, self.template.head_prefixes, self.spec.params.base_frozen)
         epoch_start = time.perf_counter()
-        loss_sum, steps = 0.0, 0
-        wait_s = augment_s = compute_s = 0.0
-        lr = optimizer.param_groups[0]["lr"]
+        loss_sum = wait_s = augment_s = compute_s = 0.0
+        lr = self.optimizer.param_groups[0]["lr"]
         batches = data.train_batches(epoch)
-        for step in range(spec.steps_per_epoch):
+        for step in range(self.spec.steps_per_epoch):
             t0 = time.perf_counter()
             batch = next(batches)
-            t1 = time.perf_counter()
-            x, y = crop_flip_normalize(
-                batch, image_size=params.image_size, mean=template.mean, std=template.std, train=True,
-                flip=params.average_horizontal_flips, generator=batch_generator(params.seed, epoch, host.rank, step),
-            )
-            x = x.to(device)
-            y = [{k: v.to(device) for k, v in t.items()} for t in y] if spec.task == "detection" else y.to(device)
-            t2 = time.perf_counter()
-            apply_warmup(optimizer, scheduler, epoch, epoch * spec.steps_per_epoch + step, params.warmup_steps)
-            with _autocast(params.precision, device):
-                loss = loss_module(x, y)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_value = float(loss.detach())  # syncs the device, so the step's time is all in
-            t3 = time.perf_counter()
-            wait_s, augment_s, compute_s = wait_s + t1 - t0, augment_s + t2 - t1, compute_s + t3 - t2
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step {step}; "
-                                         "lower lrate or check the data")
-            loss_sum += loss_value
-            steps += 1
-            steps_done_this_run += 1
-            if host.rank == 0:
-                elapsed = time.perf_counter() - run_start
-                done = epoch * spec.steps_per_epoch + step + 1
-                rate = steps_done_this_run * global_batch / elapsed
-                host.progress({
-                    "epoch": epoch + 1, "num_epochs": params.num_epochs, "step": step + 1,
-                    "steps_per_epoch": spec.steps_per_epoch, "loss": loss_value,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": rate, "eta_s": (total_steps - done) * elapsed / steps_done_this_run,
-                })
-        scheduler.step()
-        seconds = time.perf_counter() - epoch_start
-        record = EpochRecord(epoch=epoch + 1, train_loss=host.all_reduce_mean(loss_sum / max(steps, 1)), lr=lr,
-                             images_per_s=steps * global_batch / seconds, seconds=seconds,
-                             data_wait_s=wait_s, augment_s=augment_s, compute_s=compute_s)
+            wait_s += time.perf_counter() - t0
+            loss, augment, compute = self.step(batch, epoch, step)
+            loss_sum, augment_s, compute_s = loss_sum + loss, augment_s + augment, compute_s + compute
+            if self.host.rank == 0:
+                self.progress(epoch, step, loss)
+        self.scheduler.step()
+        steps, seconds = self.spec.steps_per_epoch, time.perf_counter() - epoch_start
+        return EpochRecord(epoch=epoch + 1, train_loss=self.host.all_reduce_mean(loss_sum / max(steps, 1)), lr=lr,
+                           images_per_s=steps * self.spec.params.batch_size / seconds, seconds=seconds,
+                           data_wait_s=wait_s, augment_s=augment_s, compute_s=compute_s)
+
+    def checkpoint(self, epoch: int, raw: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": epoch + 1, "history": self.history, "eval": raw,
+            "rng": torch.get_rng_state(), "restores": self.restores,
+            "params": self.spec.params,  # what this worker trained with
+        }
+
+
+def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any]:
+    """Train; returns ``{"history", "metrics", "stopped"}``. Checkpoints go through ``host.report``."""
+    run = _Run.build(spec, host)
+    params = spec.params
+    metrics: dict[str, Any] = dict(run.history[-1]["metrics"]) if run.history else {}
+    stopped = False
+    for epoch in range(run.start_epoch, params.num_epochs):
+        record = run.train_epoch(epoch, data)
         evaluate_now = (epoch + 1) % params.test_freq == 0 or epoch + 1 == params.num_epochs
         stopped = host.should_stop()
         raw: dict[str, Any] | None = None
         if host.rank == 0 and (evaluate_now or stopped):
-            metrics, raw = evaluate(model, template, data.test_batches(), params, spec.concept_ids, device)
+            metrics, raw = evaluate(run.model, run.template, data.test_batches(), params, spec.concept_ids,
+                                    run.device)
             metrics = {"epoch": epoch + 1, **metrics}
             record.metrics = metrics
-        history.append(asdict(record))
-        checkpoint = None
-        if host.rank == 0:
-            checkpoint = {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch + 1, "history": history, "eval": raw, "rng": torch.get_rng_state(),
-                "restores": restores, "params": spec.params,  # what this worker trained with
-            }
+        run.history.append(asdict(record))
         # the last evaluation's scalars ride along with every epoch; eval_epoch says which epoch they are from
         host.report({**{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"},
-                     "epoch": epoch + 1, "train_loss": record.train_loss, "lr": lr,
-                     **({"eval_epoch": metrics["epoch"]} if metrics else {})}, checkpoint)
+                     "epoch": epoch + 1, "train_loss": record.train_loss, "lr": record.lr,
+                     **({"eval_epoch": metrics["epoch"]} if metrics else {})},
+                    run.checkpoint(epoch, raw) if host.rank == 0 else None)
         if stopped:
             break
-    return {"history": history, "metrics": metrics, "stopped": stopped, "restores": restores}
+    return {"history": run.history, "metrics": metrics, "stopped": stopped, "restores": run.restores}

@@ -33,7 +33,6 @@ from deeptrain.params import HyperParams
 
 __all__ = [
     "NORM_TYPES",
-    "base_is_frozen",
     "build_param_groups",
     "is_head",
     "make_optimizer",
@@ -56,11 +55,6 @@ def is_head(name: str, head_prefixes: Sequence[str]) -> bool:
     return any(name.startswith(p) or (name + ".").startswith(p) for p in head_prefixes)
 
 
-def base_is_frozen(params: HyperParams, pretrained_base: bool) -> bool:
-    """The base is frozen when it is pre-initialized and ``base_gradient_multiplier`` is 0."""
-    return bool(pretrained_base) and params.base_gradient_multiplier == 0
-
-
 def _no_decay_names(model: nn.Module) -> set[str]:
     """Names of biases and normalization-layer parameters."""
     names: set[str] = set()
@@ -81,12 +75,12 @@ def _check_unwrapped(names: Iterable[str], head_prefixes: Sequence[str]) -> None
         raise ValueError(f"no parameter of the model matches the head prefixes {list(head_prefixes)}{hint}")
 
 
-def build_param_groups(model: nn.Module, head_prefixes: Sequence[str], params: HyperParams,
-                       pretrained_base: bool) -> list[dict[str, Any]]:
+def build_param_groups(model: nn.Module, head_prefixes: Sequence[str], params: HyperParams) -> list[dict[str, Any]]:
     """Parameter groups for ``torch.optim.SGD`` (see the module docstring).
 
     ``model`` must be the unwrapped module (names without DDP's ``module.``).
-    Freezing (multiplier 0 with ``pretrained_base``) sets ``requires_grad_(False)`` on
+    The base's scale and whether it is frozen come from ``params`` (``base_lr_scale``,
+    ``base_frozen``: the multiplier applies only with ``init_from``). Freezing sets ``requires_grad_(False)`` on
     the base parameters as a side effect. Parameters that already have
     ``requires_grad=False`` are left out. Empty groups are omitted.
     """
@@ -96,8 +90,7 @@ def build_param_groups(model: nn.Module, head_prefixes: Sequence[str], params: H
     lrate = params.lrate
     if lrate is None:  # HyperParams always derives it; guard against hand-made objects
         raise ValueError("params.lrate is not set; resolve the parameters with resolve_params")
-    frozen = base_is_frozen(params, pretrained_base)
-    base_scale = params.base_gradient_multiplier if pretrained_base else 1.0
+    frozen, base_scale = params.base_frozen, params.base_lr_scale
     no_decay = _no_decay_names(model)
 
     buckets: dict[str, list[torch.nn.Parameter]] = {"head": [], "head_no_decay": [], "base": [], "base_no_decay": []}
@@ -128,10 +121,9 @@ def build_param_groups(model: nn.Module, head_prefixes: Sequence[str], params: H
     return groups
 
 
-def make_optimizer(model: nn.Module, head_prefixes: Sequence[str], params: HyperParams,
-                   pretrained_base: bool) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, head_prefixes: Sequence[str], params: HyperParams) -> torch.optim.SGD:
     """``SGD(momentum=params.momentum)`` over ``build_param_groups(...)``; call before any DDP wrap."""
-    groups = build_param_groups(model, head_prefixes, params, pretrained_base)
+    groups = build_param_groups(model, head_prefixes, params)
     return torch.optim.SGD(groups, lr=params.lrate, momentum=params.momentum,
                            weight_decay=params.weight_decay)
 

@@ -1,19 +1,26 @@
-"""Connect to Ray: ``RAY_ADDRESS`` selects a cluster, otherwise a local one starts on demand."""
+"""Connect to Ray (``RAY_ADDRESS`` selects a cluster, otherwise a local one starts on demand), and
+the environment a Ray worker, replica or job needs to act as this process does.
+
+Training, tuning, search and serving all use it, so it sits below ``jobs/``, ``search/`` and ``serve/``.
+"""
 
 from __future__ import annotations
 
 import os
 
+from deeptrain.config import Settings
+
+# the storage client's own variables (credentials, endpoint), which are not deeptrain's settings
 EXPORTED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "DEEPTRAIN_TORCH_THREADS",
-                "DEEPTRAIN_DATA_CACHE_FRACTION")
+                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE")
 
 
-def worker_env(settings_env: dict[str, str]) -> dict[str, str]:
-    """Variables Ray workers need to reach the same storage and store as the driver."""
+def worker_env(settings: Settings) -> dict[str, str]:
+    """Variables Ray workers need to reach the same storage and store as the driver: ``settings.as_env()``
+    and the storage client's credentials; nothing is downloaded from a model hub (``HF_HUB_OFFLINE``)."""
     env = {k: os.environ[k] for k in EXPORTED_ENV if k in os.environ}
     env.setdefault("HF_HUB_OFFLINE", "1")
-    return {**env, **settings_env}
+    return {**env, **settings.as_env()}
 
 
 def ensure_ray() -> None:
