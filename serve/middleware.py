@@ -1,6 +1,6 @@
 """The API's error shape (a 504 for a request past its time among them) and its request-body limit.
 
-Every error is ``{"status": {"code", "description"}}`` with a 4xx status (a 500 never
+Every error is ``{"status": {"code", "description"}}`` with a 4xx, 503 or 504 status (a 500 never
 carries a stack trace). Descriptions pass through ``api.state.redact`` (set by the
 gateway: the storage root and the server's home become placeholders), so no message of
 any layer can tell a caller where the service keeps its data.

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from deeptrain.search.faiss_index import MAX_TOP_K
+
 MAX_INPUTS_PER_REQUEST = 32
 MAX_ID_CHARS = 256  # an echoed input id, a stored input id, a concept id
 MAX_CONCEPTS = 1000  # output_config.max_concepts
@@ -84,7 +86,6 @@ class ErrorResponse(BaseModel):
 
 # --- visual search -------------------------------------------------------------------
 
-MAX_TOP_K = 1000  # deeptrain.search.MAX_TOP_K
 
 
 class QueryImage(_Strict):

@@ -84,7 +84,7 @@ def test_loop_reports_which_epoch_its_metrics_are_from():
     host = LocalHost()
     run_training(spec, data, host)
     assert [(r["epoch"], r.get("eval_epoch")) for r in host.reports] == [(1, None), (2, 2), (3, 3)]
-    assert host.checkpoints[-1]["params"] == spec.params  # the worker's own record of what it trained with
+    assert host.checkpoints[-1]["params"] == spec.params.model_dump(mode="json")  # the worker's own record of what it trained with
 
 
 # --- bad requests, refused before any trial --------------------------------------------------

@@ -67,7 +67,7 @@ def create_model(ctx: Context, app_id: str, model_id: str, task: str, template: 
         return model_dict(model)
 
 
-def _require_model(s, app_id: str, model_id: str) -> Model:
+def require_model(s, app_id: str, model_id: str) -> Model:
     require_app(s, app_id)
     model = s.get(Model, (app_id, model_id))
     if model is None:
@@ -77,7 +77,7 @@ def _require_model(s, app_id: str, model_id: str) -> Model:
 
 def get_model(ctx: Context, app_id: str, model_id: str) -> dict[str, Any]:
     with ctx.store.session() as s:
-        return model_dict(_require_model(s, app_id, model_id))
+        return model_dict(require_model(s, app_id, model_id))
 
 
 def list_models(ctx: Context, app_id: str) -> list[dict[str, Any]]:
@@ -88,7 +88,7 @@ def list_models(ctx: Context, app_id: str) -> list[dict[str, Any]]:
 
 def delete_model(ctx: Context, app_id: str, model_id: str) -> dict[str, Any]:
     with ctx.store.session() as s:
-        model = _require_model(s, app_id, model_id)
+        model = require_model(s, app_id, model_id)
         busy = s.scalars(select(ModelVersion.id).where(
             ModelVersion.app_id == app_id, ModelVersion.model_id == model_id,
             ModelVersion.status.in_(("queued", "training")))).all()
@@ -111,7 +111,7 @@ def new_version(ctx: Context, app_id: str, model_id: str, params: dict[str, Any]
     """
     version_id = uuid.uuid4().hex[:12]
     with ctx.store.session() as s:
-        _require_model(s, app_id, model_id)
+        require_model(s, app_id, model_id)
         v = ModelVersion(
             app_id=app_id, model_id=model_id, id=version_id, status="queued", params=params,
             dataset_version_id=dataset_version_id, concepts=concepts, cancel_requested=False, tune_run=tune_run,
@@ -123,7 +123,7 @@ def new_version(ctx: Context, app_id: str, model_id: str, params: dict[str, Any]
 
 
 def _require_version(s, app_id: str, model_id: str, version_id: str) -> ModelVersion:
-    _require_model(s, app_id, model_id)
+    require_model(s, app_id, model_id)
     v = s.get(ModelVersion, (app_id, model_id, version_id))
     if v is None:
         raise NotFound(f"version {version_id!r} of model {model_id!r} does not exist in app {app_id!r}")
@@ -133,7 +133,7 @@ def _require_version(s, app_id: str, model_id: str, version_id: str) -> ModelVer
 def get_version(ctx: Context, app_id: str, model_id: str, version_id: str | None = None) -> dict[str, Any]:
     """A version; without an id, the model's default version (else its newest trained one)."""
     with ctx.store.session() as s:
-        model = _require_model(s, app_id, model_id)
+        model = require_model(s, app_id, model_id)
         if version_id is None:
             version_id = model.default_version or s.scalar(
                 select(ModelVersion.id).where(ModelVersion.app_id == app_id, ModelVersion.model_id == model_id,
@@ -154,7 +154,7 @@ def get_trained_version(ctx: Context, app_id: str, model_id: str, version_id: st
 
 def list_versions(ctx: Context, app_id: str, model_id: str) -> list[dict[str, Any]]:
     with ctx.store.session() as s:
-        _require_model(s, app_id, model_id)
+        require_model(s, app_id, model_id)
         rows = s.scalars(select(ModelVersion).where(ModelVersion.app_id == app_id, ModelVersion.model_id == model_id)
                          .order_by(ModelVersion.created_at))
         return [version_dict(v) for v in rows]

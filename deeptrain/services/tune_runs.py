@@ -17,7 +17,7 @@ from sqlalchemy import select
 from deeptrain.errors import Conflict, NotFound
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context, app_prefix
-from deeptrain.services.models import _require_model
+from deeptrain.services.models import require_model
 from deeptrain.store import TuneRun, TuneTrial
 
 STATUSES = ("running", "finished", "interrupted", "failed")
@@ -38,7 +38,7 @@ def create_run(ctx: Context, app_id: str, model_id: str, **fields: Any) -> dict[
     """Record a new run (status ``running``); ``fields`` are the columns of ``TuneRun``."""
     run_id = uuid.uuid4().hex[:12]
     with ctx.store.session() as s:
-        _require_model(s, app_id, model_id)
+        require_model(s, app_id, model_id)
         run = TuneRun(app_id=app_id, model_id=model_id, id=run_id, status="running",
                       artifact_prefix=f"{app_prefix(app_id)}/models/{model_id}/tune/{run_id}", **fields)
         s.add(run)
@@ -47,7 +47,7 @@ def create_run(ctx: Context, app_id: str, model_id: str, **fields: Any) -> dict[
 
 
 def _require_run(s, app_id: str, model_id: str, run_id: str) -> TuneRun:
-    _require_model(s, app_id, model_id)
+    require_model(s, app_id, model_id)
     run = s.get(TuneRun, (app_id, model_id, run_id))
     if run is None:
         raise NotFound(f"tuning run {run_id!r} of model {model_id!r} does not exist in app {app_id!r}")
@@ -61,7 +61,7 @@ def get_run(ctx: Context, app_id: str, model_id: str, run_id: str) -> dict[str, 
 
 def list_runs(ctx: Context, app_id: str, model_id: str) -> list[dict[str, Any]]:
     with ctx.store.session() as s:
-        _require_model(s, app_id, model_id)
+        require_model(s, app_id, model_id)
         rows = s.scalars(select(TuneRun).where(TuneRun.app_id == app_id, TuneRun.model_id == model_id)
                          .order_by(TuneRun.created_at))
         return [run_dict(r) for r in rows]

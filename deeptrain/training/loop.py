@@ -259,7 +259,7 @@ class _Run:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": epoch + 1, "history": self.history, "eval": raw,
             "rng": torch.get_rng_state(), "restores": self.restores,
-            "params": self.spec.params,  # what this worker trained with
+            "params": self.spec.params.model_dump(mode="json"),  # what this worker trained with (a record)
         }
 
 
