@@ -10,7 +10,9 @@ not matter here) at each ``--image-size``, served by ``deeptrain serve``'s Ray S
                  predict) on 16 and on 1 encoded image: the work a request adds before HTTP
   HTTP         : ``POST /v2/apps/bench/models/clf/outputs``, one base64 PNG per request,
                  from C concurrent clients (asyncio + httpx) for C = 1, 8, 32; each level
-                 bounded by --requests and --seconds (after a warm-up)
+                 bounded by --requests and --seconds (after a warm-up). Only successful (2xx)
+                 responses count as throughput and latency; failed requests are counted by
+                 status (or exception) and any failure makes the benchmark exit with status 1
 
   no-op Serve  : the same two Ray Serve hops (HTTP proxy -> FastAPI ingress -> a handle call to
                  a second deployment, with the actor options the real app runs with here) doing no work at all,
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import shutil
 import socket
@@ -103,8 +106,8 @@ async def load(url: str, key: str, images: list[bytes], concurrency: int, reques
 
     bodies = [{"inputs": [{"data": {"image": {"base64": base64.b64encode(d).decode()}}}]} for d in images]
     path = "/v2/apps/bench/models/clf/outputs"
-    latencies: list[float] = []
-    errors = 0
+    latencies: list[float] = []  # successful (2xx) responses only
+    errors: dict[str, int] = {}  # failed requests by HTTP status or exception name
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Key {key}"}, limits=limits,
                                  timeout=120) as http:
@@ -114,21 +117,28 @@ async def load(url: str, key: str, images: list[bytes], concurrency: int, reques
         sent = 0
 
         async def client() -> None:
-            nonlocal sent, errors
+            nonlocal sent
             while sent < requests and time.perf_counter() < deadline:
                 body = bodies[sent % len(bodies)]
                 sent += 1
                 start = time.perf_counter()
-                r = await http.post(path, json=body)
-                if r.status_code != 200:
-                    errors += 1
-                latencies.append(time.perf_counter() - start)
+                try:
+                    r = await http.post(path, json=body)
+                except httpx.HTTPError as exc:
+                    failure = type(exc).__name__
+                else:
+                    failure = None if r.is_success else str(r.status_code)
+                if failure is None:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors[failure] = errors.get(failure, 0) + 1
 
         start = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors, "seconds": elapsed,
-            "ips": len(latencies) / elapsed, "p50_ms": 1000 * _pct(latencies, 50), "p99_ms": 1000 * _pct(latencies, 99)}
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": sum(errors.values()),
+            "error_kinds": errors, "seconds": elapsed, "ips": len(latencies) / elapsed,
+            "p50_ms": 1000 * _pct(latencies, 50), "p99_ms": 1000 * _pct(latencies, 99)}
 
 
 def noop_app():
@@ -241,6 +251,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="timed rounds of the bare forward")
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--json", type=Path, help="also write the figures (error counts included) to this JSON file")
     args = parser.parse_args()
 
     import ray
@@ -285,6 +296,22 @@ def main() -> None:
     print(f"\nsearch: {found['vectors']:,} vectors of {found['dim']} dims (clustered), index {found['index']} "
           f"built in {found['build_s']:.1f}s: {found['qps']:.0f} queries/s one at a time through SearchIndex.query, "
           f"Recall@10 {found['recall@10']:.3f} vs exact; exact flat search {found['exact_qps']:.0f} queries/s")
+    failed = failures(results, floor)
+    if args.json:
+        args.json.write_text(json.dumps({"serving": {str(size): {"bare": base, "levels": levels}
+                                                     for size, (base, levels) in results.items()},
+                                         "noop_serve": floor, "search": found, "failed_requests": failed}, indent=2))
+    if failed:
+        print(f"\nFAILED: {sum(failed.values())} request(s) did not succeed: "
+              f"{', '.join(f'{where}: {n}' for where, n in failed.items())}", file=sys.stderr)
+        sys.exit(1)
+
+
+def failures(results: dict, floor: list[dict]) -> dict[str, int]:
+    """Failed requests per (app, image size, concurrency, status): empty when every request succeeded."""
+    runs = [(f"image_size {size}", levels) for size, (_, levels) in results.items()] + [("no-op", floor)]
+    return {f"{name} C={lv['concurrency']} {kind}": n for name, levels in runs for lv in levels
+            for kind, n in lv["error_kinds"].items()}
 
 
 if __name__ == "__main__":

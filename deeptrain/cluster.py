@@ -26,6 +26,9 @@ def worker_env(settings: Settings) -> dict[str, str]:
 def ensure_ray() -> None:
     import ray
 
+    # Ray Tune: none of its default result loggers (deeptrain records every trial and writes tune_report.json
+    # next to the experiment in storage); its TensorBoard one made Tune print a hint at a temporary folder
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return
     import logging

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     max_workflow_crops: int = Field(256, ge=0, description="detected regions one workflow request may crop")
     cpu_per_worker: float = Field(DEFAULT_CPU_PER_WORKER, ge=0, description="CPUs a Ray Train worker reserves")
     max_failures: int = Field(2, ge=0, description="worker-group restarts Ray Train allows a run")
+    keep_checkpoints: int = Field(0, ge=0, description=(
+        "Ray Train checkpoints a trained version keeps (0: none; its weights are what serving, export and "
+        "evaluation read); a run keeps its newest max(1, this) while it trains, and a cancelled or failed "
+        "version keeps its newest for --resume"))
+    gc_grace_s: float = Field(3600.0, ge=0, description=(
+        "`deeptrain gc` leaves objects younger than this (an import or snapshot in progress writes objects "
+        "before the rows that refer to them)"))
     data_cache_fraction: float = Field(0.2, ge=0, le=1, description=(
         "a run keeps its preprocessed splits in Ray's object store when they take at most this fraction "
         "of it (0: always stream)"))

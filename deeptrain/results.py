@@ -81,6 +81,8 @@ class Rejected(Result):
 class ImportResult(Result):
     imported: int
     duplicates: int
+    updated: int = 0  # duplicates whose labels were replaced (update_labels)
+    differing_labels: int = 0  # duplicates whose stored labels differ from the import's, kept
     rejected: list[Rejected]
     seconds: Number
     images_per_s: Number
@@ -103,7 +105,7 @@ class DatasetVersion(Result):
     schema_version: int
     test_fraction: Number
     concepts: list[Concept]
-    counts: dict[str, Any]  # inputs, labelled, splits {split: n}, concepts {id: {train, test, negatives, boxes}}
+    counts: dict[str, Any]  # inputs, labelled, splits {split: n}, concepts {id: {train, validation, test, negatives, boxes}}
     files: list[str]
     uri: str
     existing: Optional[bool] = None  # snapshot
@@ -160,6 +162,7 @@ class Evaluation(Result):
     version_id: str
     dataset_version_id: str
     metrics: dict[str, Any]
+    split: str = "test"
 
 
 class Report(Result):
@@ -234,8 +237,10 @@ class Trial(Result):
     stopped_early: bool
     best: bool
     params: dict[str, Any]
-    metric: Optional[Number]
+    metric: Optional[Number]  # validation: what Tune compared and the best trial is chosen on
     metrics: dict[str, Any]
+    test_metric: Optional[Number] = None  # reported only; None for a trial stopped early
+    test_metrics: dict[str, Any] = {}
     epochs: int
     curve: list[list[Number]]
     runs: int

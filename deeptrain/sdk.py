@@ -22,9 +22,10 @@ from deeptrain.formats import ImportRecord, Region
 from deeptrain.results import (App, Concept, DatasetSummary, DatasetVersion, Deleted, ExportedModel, ExportResult,
                                ImportResult, IndexBuild, Input, Key, Model, Prediction, SearchHit, SearchIndex,
                                Workflow, WorkflowResult)
+from deeptrain.results_lifecycle import GcResult, ModelDeleted, VersionDeleted
 from deeptrain.sdk_training import TrainingMethods
 from deeptrain.sdk_tuning import TuningMethods
-from deeptrain.services import apps, concepts, datasets, inputs, keys, workflows
+from deeptrain.services import apps, concepts, datasets, gc, inputs, keys, labels, workflows
 from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
@@ -63,10 +64,13 @@ class Client(TrainingMethods, TuningMethods):
     # --- inputs --------------------------------------------------------------------
     def import_inputs(
         self, app_id: str, path: str | Path, format: str, split: str | None = None,
-        on_progress: ProgressFn | None = None,
+        on_progress: ProgressFn | None = None, update_labels: bool = False,
     ) -> ImportResult:
+        """Import a folder or file. An image the app already has (same bytes) is a duplicate: with
+        ``update_labels`` its labels are replaced by the import's (``updated``), else kept and counted when
+        they differ (``differing_labels``)."""
         return ImportResult(inputs.import_path(self.ctx, app_id, path, format, split=split,
-                                               on_progress=on_progress).as_dict())
+                                               on_progress=on_progress, update_labels=update_labels).as_dict())
 
     @staticmethod
     def count_import_candidates(path: str | Path, format: str) -> int | None:
@@ -93,6 +97,20 @@ class Client(TrainingMethods, TuningMethods):
     def list_inputs(self, app_id: str, limit: int | None = None, offset: int = 0) -> list[Input]:
         return Input.many(inputs.list_inputs(self.ctx, app_id, limit, offset))
 
+    def get_input(self, app_id: str, input_id: str) -> Input:
+        return Input(inputs.input_record(self.ctx, app_id, input_id))
+
+    def label_input(self, app_id: str, input_id: str, concepts: Iterable[str], negative: bool = False) -> Input:
+        """Add whole-image labels (``negative``: negatives) by concept name or id; a concept the app lacks is
+        created, as an import does; the opposite label of a concept is replaced. Returns the input."""
+        labels.label_input(self.ctx, app_id, input_id, list(concepts), negative)
+        return self.get_input(app_id, input_id)
+
+    def unlabel_input(self, app_id: str, input_id: str, concepts: Iterable[str]) -> Input:
+        """Remove whole-image labels (positive or negative) of these concepts from an input; boxes stay."""
+        labels.unlabel_input(self.ctx, app_id, input_id, list(concepts))
+        return self.get_input(app_id, input_id)
+
     def get_input_bytes(self, app_id: str, input_id: str) -> bytes:
         return inputs.get_input_bytes(self.ctx, app_id, input_id)
 
@@ -104,8 +122,12 @@ class Client(TrainingMethods, TuningMethods):
 
     # --- dataset versions ----------------------------------------------------------
     def snapshot(self, app_id: str, test_fraction: float = 0.1,
-                 on_progress: ProgressFn | None = None) -> DatasetVersion:
-        return DatasetVersion(datasets.snapshot(self.ctx, app_id, test_fraction=test_fraction, on_progress=on_progress))
+                 on_progress: ProgressFn | None = None, validation_fraction: float = 0.1) -> DatasetVersion:
+        """Write (or find) the dataset version of the app's inputs: inputs without a split go to test with
+        ``test_fraction``; without imported validation inputs, ``validation_fraction`` of the training inputs
+        are carved into validation (by content hash; the manifest's ``validation`` says which happened)."""
+        return DatasetVersion(datasets.snapshot(self.ctx, app_id, test_fraction=test_fraction,
+                                                validation_fraction=validation_fraction, on_progress=on_progress))
 
     def list_datasets(self, app_id: str) -> list[DatasetSummary]:
         return DatasetSummary.many(datasets.list_datasets(self.ctx, app_id))
@@ -127,8 +149,20 @@ class Client(TrainingMethods, TuningMethods):
     def get_model(self, app_id: str, model_id: str) -> Model:
         return Model(models_service.get_model(self.ctx, app_id, model_id))
 
-    def delete_model(self, app_id: str, model_id: str) -> Deleted:
-        return Deleted(models_service.delete_model(self.ctx, app_id, model_id))
+    def delete_model(self, app_id: str, model_id: str, force: bool = False) -> ModelDeleted:
+        """Delete a model with its versions, tuning runs and stored objects; refused while a workflow runs it
+        or a version is queued or training (``force``: delete those too; a run still alive then fails)."""
+        return ModelDeleted(models_service.delete_model(self.ctx, app_id, model_id, force))
+
+    def delete_version(self, app_id: str, model_id: str, version_id: str, force: bool = False) -> VersionDeleted:
+        """Delete a model version and its stored objects; refused while a workflow pins it, while it is a tuning
+        trial, or while it is queued or training (``force``: then too)."""
+        return VersionDeleted(models_service.delete_version(self.ctx, app_id, model_id, version_id, force))
+
+    def gc(self, app_id: str | None = None, dry_run: bool = False, grace_s: float | None = None) -> GcResult:
+        """Remove stored objects no record refers to (one app's, or all and old temporary files); objects
+        younger than ``grace_s`` (default ``Settings.gc_grace_s``) stay. ``dry_run``: only list them."""
+        return GcResult(gc.collect_garbage(self.ctx, app_id, dry_run, grace_s))
 
     # --- inference --------------------------------------------------------------------
     def load_version(self, app_id: str, model_id: str, version_id: str | None = None):

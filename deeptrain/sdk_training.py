@@ -87,6 +87,10 @@ class TrainingMethods:
 
         return Version(train_job.resume(self.ctx, app_id, model_id, version_id))
 
+    def check_resume(self, app_id: str, model_id: str, version_id: str) -> Version:
+        """The version ``resume`` would run, refused (``InvalidInput``) when already trained; no Ray needed."""
+        return Version(models_service.resumable_version(self.ctx, app_id, model_id, version_id))
+
     def list_versions(self, app_id: str, model_id: str) -> list[Version]:
         return Version.many(models_service.list_versions(self.ctx, app_id, model_id))
 
@@ -97,10 +101,11 @@ class TrainingMethods:
         return Version(models_service.request_cancel(self.ctx, app_id, model_id, version_id))
 
     def evaluate(self, app_id: str, model_id: str, version_id: str,
-                 dataset_version: str | None = None) -> Evaluation:
+                 dataset_version: str | None = None, split: str = "test") -> Evaluation:
+        """Metrics of a trained version on a dataset version's ``split`` (test, or validation / val)."""
         from deeptrain.jobs.evaluate import evaluate_version
 
-        return Evaluation(evaluate_version(self.ctx, app_id, model_id, version_id, dataset_version))
+        return Evaluation(evaluate_version(self.ctx, app_id, model_id, version_id, dataset_version, split=split))
 
     def report(self, app_id: str, model_id: str, version_id: str) -> Report:
         """The version's report; ``path`` is a local folder with report.json and the plots."""
@@ -112,7 +117,7 @@ class TrainingMethods:
     # --- Ray Jobs on a cluster ------------------------------------------------------------------
     def submit_train(self, app_id: str, model_id: str, params: dict[str, Any] | None = None, *, workers: int = 1,
                      dataset_version: str | None = None, resources=None, resume: str | None = None,
-                     address: str | None = None, package: str = "image",
+                     address: str | None = None, package: str = "local",
                      env: dict[str, str] | None = None) -> Submission:
         """Queue a version (or take ``resume`` again) and train it as a Ray Job on the cluster at
         ``address`` (default $RAY_ADDRESS); returns at once with ``{"job", "version"}``."""
@@ -122,15 +127,16 @@ class TrainingMethods:
             self.ctx, app_id, model_id, params, workers=workers, dataset_version_id=dataset_version,
             resources=resources, resume=resume, address=address, package=package, env=env))
 
-    def check_submission(self, package: str = "image", env: Mapping[str, str] | None = None) -> None:
-        """Refuse what a job could not run with (a bad ``package`` mode, settings a cluster cannot reach),
-        before anything is recorded."""
+    def check_submission(self, package: str = "local", env: Mapping[str, str] | None = None,
+                         address: str | None = None) -> None:
+        """Refuse what a job could not run with (a bad ``package`` mode, settings the cluster's nodes cannot
+        reach: local paths when one of its nodes is on another machine), before anything is recorded."""
         from deeptrain.jobs import submit
 
-        submit.runtime_env(package, submit.job_env(self.settings, dict(env or {})))
+        submit.check_submission(self.ctx, package, dict(env or {}), address)
 
     def submit_command(self, argv: list[str], *, command: str, app_id: str, model_id: str,
-                       address: str | None = None, package: str = "image",
+                       address: str | None = None, package: str = "local",
                        env: Mapping[str, str] | None = None) -> Job:
         """Run the deeptrain command line ``argv`` (e.g. ``["tune", APP, MODEL, ...]``, checked by the caller)
         as a Ray Job, labelled with ``command``, the app and the model; returns the job at once."""

@@ -16,6 +16,7 @@ import os
 import posixpath
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Mapping
 from urllib.parse import urlparse
@@ -190,8 +191,27 @@ class Storage:
         root = self.root + "/"
         yield from sorted(i.path[len(root):] for i in infos if i.type == pafs.FileType.File)
 
+    def list_info(self, prefix: str) -> Iterator["ObjectInfo"]:
+        """Every object under ``prefix/`` with its size and modification time, sorted by key."""
+        base = self.path(prefix)
+        with self._guard(prefix):
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        root = self.root + "/"
+        found = [ObjectInfo(i.path[len(root):], i.size or 0, i.mtime.timestamp() if i.mtime else None)
+                 for i in infos if i.type == pafs.FileType.File]
+        yield from sorted(found, key=lambda o: o.key)
+
     def _guard(self, key: str) -> "_StorageGuard":
         return _StorageGuard(self, key)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object in storage: its key, size in bytes and modification time (seconds since the epoch)."""
+
+    key: str
+    size: int
+    mtime: float | None
 
 
 class _StorageGuard:

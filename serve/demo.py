@@ -107,7 +107,7 @@ def main() -> None:
         app, "fashion-resnext", params, workers=2, dataset_version=version["id"], on_version=on_version))
     for h in trained["progress"]["history"]:
         console.print(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}, lr {h['lr']:.3g}, "
-                      f"{h['images_per_s']:.0f} images/s, test top1 {h['metrics'].get('top1', float('nan')):.3f}")
+                      f"{h['images_per_s']:.0f} images/s, validation top1 {h['metrics'].get('top1', float('nan')):.3f}")
 
     console.rule("4. evaluate on the test split")
     metrics = client.evaluate(app, "fashion-resnext", trained["id"])["metrics"]

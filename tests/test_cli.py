@@ -177,3 +177,80 @@ def test_bad_params_are_refused_before_ray_starts(local_settings, local_client, 
     assert started == [] and ray.is_initialized() == ray_was_up and _ray_processes() == daemons
     assert local_client.list_versions("a", "m") == [] and local_client.list_tune_runs("a", "m") == []
     assert [m["id"] for m in local_client.list_models("a")] == ["m"]
+
+
+def _commands(command, path: tuple[str, ...] = ("deeptrain",)):
+    """Every command and group under ``command`` (the click tree typer builds), with its command line."""
+    yield path, command
+    if hasattr(command, "list_commands"):
+        for name in command.list_commands(None):
+            yield from _commands(command.get_command(None, name), (*path, name))
+
+
+def test_every_command_and_group_has_a_help_text():
+    import typer
+
+    from deeptrain.cli.main import app
+
+    commands = list(_commands(typer.main.get_command(app)))
+    assert len(commands) > 60  # the walk reached the subcommands
+    missing = [" ".join(path) for path, command in commands if not (command.help or "").strip()]
+    assert missing == []
+
+
+def _first_column(text: str) -> str:
+    """A rich table's first column, its wrapped cell lines joined."""
+    return "".join(line.split("│")[1].strip() for line in text.splitlines() if line.count("│") > 2)
+
+
+def test_tables_wrap_long_ids_and_parameter_names_within_80_columns(local_settings):
+    long_id = "a-very-long-application-identifier-that-does-not-fit-in-a-column"
+    assert len(long_id) == 64  # the longest id there is
+    cli_json(local_settings, "apps", "create", long_id, "--name", "the long one")
+    for argv, whole in [(["apps", "list"], [long_id]),
+                        (["templates", "show", "detection", "InceptionV2"],
+                         ["use_perclass_regression", "detection_score_threshold", "base_gradient_multiplier"])]:
+        out = run_cli(local_settings, *argv, env={"COLUMNS": "80"}, check=True).stdout
+        assert "…" not in out and max(map(len, out.splitlines())) <= 80, out
+        assert all(name in _first_column(out) for name in whole), out
+
+
+def test_training_bar_prints_every_phase_once_in_order_even_between_polls():
+    """A poll that comes after a short phase (warming up: one step) still shows it: the record's ``phases``
+    lists every phase of the run, and the bar prints those it has not shown, before the current state."""
+    import io
+
+    from rich.console import Console
+
+    from deeptrain.cli.follow import TrainingBar
+
+    out = io.StringIO()
+    epoch = {"epoch": 1, "num_epochs": 2, "step": 3, "steps_per_epoch": 5, "loss": 0.5, "lr": 0.1,
+             "images_per_s": 10.0, "eta_s": 4.0}
+    with TrainingBar(Console(file=out, width=80)) as bar:
+        bar.phase("starting the cluster")
+        bar.show({"phase": "reading data", "phases": ["reading data"]})
+        bar.show({"phase": "reading data", "phases": ["reading data"]})
+        bar.show({**epoch, "phases": ["reading data", "warming up"]})  # warming up ended between two polls
+        bar.show({**epoch, "epoch": 2, "phases": ["reading data", "warming up"]})
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("training: ")]
+    assert lines == ["training: starting the cluster", "training: reading data", "training: warming up",
+                     "training: epoch 1/2", "training: epoch 2/2"]
+
+
+def test_json_stdout_carries_only_the_document_when_a_library_prints(monkeypatch, capsys):
+    """Ray's driver prints forwarded worker warnings on stdout under load; with --json they go to stderr."""
+    from deeptrain.cli import templates as templates_cli
+    from deeptrain.cli.main import main
+
+    real = templates_cli.all_templates
+
+    def noisy():
+        print("(raylet) WARNING: 8 PYTHON worker processes have been started on node …")
+        return real()
+
+    monkeypatch.setattr(templates_cli, "all_templates", noisy)
+    assert main(["templates", "list", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert {t["template"] for t in json.loads(out)} >= {"ResNext", "InceptionV2"}
+    assert "WARNING: 8 PYTHON" in err

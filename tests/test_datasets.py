@@ -34,7 +34,7 @@ def test_snapshot_schema_counts_and_hash(client, monkeypatch):
     assert v["counts"]["inputs"] == 12
     assert v["counts"]["splits"]["test"] >= 2
     assert v["counts"]["concepts"]["box"]["boxes"] == 3
-    assert v["counts"]["concepts"]["even"]["train"] + v["counts"]["concepts"]["even"]["test"] == 6
+    assert sum(v["counts"]["concepts"]["even"][s] for s in ("train", "validation", "test")) == 6
 
     table = client.open_dataset("ds", v["id"]).to_table()
     assert table.schema.equals(PARQUET_SCHEMA)
@@ -49,7 +49,7 @@ def test_snapshot_schema_counts_and_hash(client, monkeypatch):
         assert [names[c] for c in row["concepts"]] == inp["concepts"]
         assert [names[c] for c in row["negatives"]] == inp["negatives"]
         assert len(row["boxes"]) == len(inp["regions"])
-        assert row["split"] in ("train", "test")
+        assert row["split"] in ("train", "validation", "test")
     manifest = json.loads(client.ctx.storage.get_bytes(f"apps/ds/datasets/{v['id']}/_manifest.json"))
     assert manifest["content_hash"] == v["content_hash"]
 

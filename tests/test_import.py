@@ -87,8 +87,9 @@ def test_split_override_and_invalid_split(local_client, bad_folder):
     local_client.create_app("pets")
     local_client.import_inputs("pets", bad_folder, format="imagefolder", split="test")
     assert {i["split"] for i in local_client.list_inputs("pets")} == {"test"}
-    with pytest.raises(InvalidInput, match="split 'validation' is not one of train, test"):
-        local_client.import_inputs("pets", bad_folder, format="imagefolder", split="validation")
+    local_client.import_inputs("pets", bad_folder, format="imagefolder", split="val")  # duplicates: split kept
+    with pytest.raises(InvalidInput, match=r"split 'holdout' is not one of train, validation, test \(or val\)"):
+        local_client.import_inputs("pets", bad_folder, format="imagefolder", split="holdout")
 
 
 def test_invalid_app_and_paths(local_client, tmp_path):
@@ -153,7 +154,7 @@ def test_csv_and_jsonl_with_bad_rows(client, tmp_path):
         "imgs/a.png,cat;cute,dog,train,\"{\"\"k\"\": 1}\"\n"
         "../secret.png,cat,,,\n"
         "imgs/missing.png,cat,,,\n"
-        "imgs/b.png,dog,,validation,\n"
+        "imgs/b.png,dog,,holdout,\n"
         "imgs/b.png,dog,dog,,\n"
     )
     client.create_app("tab")
@@ -162,7 +163,7 @@ def test_csv_and_jsonl_with_bad_rows(client, tmp_path):
     why = {r["file"].rsplit(":", 1)[1]: r["reason"] for r in report["rejected"]}
     assert "path traversal" in why["3"]
     assert "file not found" in why["4"]
-    assert "split 'validation' is not one of train, test" in why["5"]
+    assert "split 'holdout' is not one of train, validation, test (or val)" in why["5"]
     assert "both positive and negative" in why["6"]
     [inp] = client.list_inputs("tab")
     assert (sorted(inp["concepts"]), inp["negatives"], inp["split"], inp["metadata"]) == (["cat", "cute"], ["dog"], "train", {"k": 1})

@@ -40,6 +40,25 @@ EXPECTED_KEYS = {
 parametrize_templates = pytest.mark.parametrize("template", TEMPLATES, ids=IDS)
 
 
+def _builder_attr(template: Template, name: str, of_module: bool = False):
+    """An attribute of the template's builder function (or of its module), None when it has none."""
+    import importlib
+
+    module_name, _, func = template.builder.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module if of_module else getattr(module, func), name, None)
+
+
+def _ids(templates: list[Template]) -> list[str]:
+    return [f"{t.task}-{t.name}" for t in templates]
+
+
+# the cases a behaviour applies to; the others are not generated (no parametrized case passes by returning early)
+ABOVE_32 = [t for t in TEMPLATES if t.min_image_size > 32]  # 32 is the smallest image_size any template takes
+ON_A_CLASSIFIER_BACKBONE = [t for t in TEMPLATES if _builder_attr(t, "reference_classifier")]
+FROM_TIMM = [t for t in TEMPLATES if t.task == "classification" and _builder_attr(t, "TIMM_NAME", of_module=True)]
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -154,10 +173,8 @@ def test_forward_backward_predict_at_min_size(template: Template):
             assert (d["scores"][:-1] >= d["scores"][1:]).all()
 
 
-@parametrize_templates
+@pytest.mark.parametrize("template", ABOVE_32, ids=_ids(ABOVE_32))
 def test_min_image_size_is_the_smallest(template: Template):
-    if template.min_image_size == 32:
-        return
     model = build(template).eval()
     smaller = template.min_image_size - 16
     with pytest.raises(RuntimeError), torch.no_grad():
@@ -175,17 +192,14 @@ def test_head_prefixes_split_head_and_base(template: Template):
         assert any(n.startswith(prefix) for n in names), prefix
 
 
-@parametrize_templates
+@pytest.mark.parametrize("template", ON_A_CLASSIFIER_BACKBONE, ids=_ids(ON_A_CLASSIFIER_BACKBONE))
 def test_base_keeps_backbone_names(template: Template):
-    """The base parameters carry the names and shapes of the backbone's classifier, so a
-    timm state_dict or a model of another task loads into the base."""
+    """The base parameters of a detection or embedding model carry the names and shapes of its backbone's
+    classifier, so a timm state_dict or a model of another task loads into the base."""
     import importlib
 
     model = build(template)
-    module, _, func = template.builder.partition(":")
-    ref_path = getattr(getattr(importlib.import_module(module), func), "reference_classifier", None)
-    if ref_path is None:
-        return
+    ref_path = _builder_attr(template, "reference_classifier")
     ref_module, _, ref_func = ref_path.partition(":")
     reference = getattr(importlib.import_module(ref_module), ref_func)(num_classes=1000)
     ref_shapes = {n: p.shape for n, p in reference.named_parameters()}
@@ -197,17 +211,11 @@ def test_base_keeps_backbone_names(template: Template):
     assert all(k.startswith(template.head_prefixes) for k in missing), missing
 
 
-@pytest.mark.parametrize(
-    "template", [t for t in TEMPLATES if t.task == "classification"], ids=lambda t: t.name
-)
+@pytest.mark.parametrize("template", FROM_TIMM, ids=lambda t: t.name)  # BN-Inception is written here, not timm's
 def test_classifier_state_dict_matches_timm(template: Template):
-    import importlib
-
     import timm
 
-    timm_name = getattr(importlib.import_module(template.builder.partition(":")[0]), "TIMM_NAME", None)
-    if timm_name is None:
-        return  # written here (BN-Inception)
+    timm_name = _builder_attr(template, "TIMM_NAME", of_module=True)
     ours = build(template, num_classes=1000).state_dict()
     theirs = timm.create_model(timm_name, pretrained=False, num_classes=1000).state_dict()
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}

@@ -10,12 +10,12 @@ from tests import imagegen
 
 # what each format can carry
 CARRIES = {
-    "imagefolder": {"concepts"},
+    "imagefolder": {"concepts", "split"},  # split folders on top when every input has a split
     "csv": {"concepts", "negatives", "split", "metadata"},
     "jsonl": {"concepts", "negatives", "regions", "split", "metadata"},
     "coco": {"concepts", "negatives", "regions", "split"},
     "voc": {"regions"},
-    "yolo": {"regions"},
+    "yolo": {"regions", "split"},  # images/<split>/ when every input has a split
 }
 
 

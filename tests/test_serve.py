@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -457,6 +458,46 @@ def test_detection_score_threshold(served, detector):
     above = _served_regions(http, version["id"], images["odd"], min_value=cut)
     assert 0 < len(above) < len(every) and all(r["value"] > cut for r in above)
     assert len(above) == sum(v > cut for v in scores)
+
+
+def test_predict_a_folder_prints_pixel_boxes_and_saves_annotated_images(served, detector, tmp_path):
+    """`deeptrain predict` on a folder of aerial images: each box in the original image's pixels (its
+    normalized box x the image's size), printed as one table row per box, and --save writes each image
+    with its boxes drawn (same size, pixels changed)."""
+    import json
+
+    from PIL import Image, ImageChops
+
+    from tests.conftest import run_cli
+
+    client, _, _ = served
+    version, images = detector
+    folder = tmp_path / "aerial"
+    for name, data in images.items():
+        (folder / ("nested" if name == "tile" else "")).mkdir(parents=True, exist_ok=True)
+        (folder / ("nested" if name == "tile" else "") / f"{name}.png").write_bytes(data)
+    args = ["predict", "fashion", "det", str(folder), "--version", version["id"], "--threshold", "0"]
+    rows = json.loads(run_cli(client.settings, *args, "--json", "--save", str(tmp_path / "out"), check=True).stdout)
+    assert sorted(Path(r["image"]).relative_to(folder) for r in rows) == sorted(
+        p.relative_to(folder) for p in folder.rglob("*.png"))
+    assert sum(len(r["boxes"]) for r in rows) > 0
+    for row in rows:
+        width, height = row["width"], row["height"]
+        assert [(b["x0"], b["y0"], b["x1"], b["y1"]) for b in row["boxes"]] == [
+            (round(r["bounding_box"]["left_col"] * width), round(r["bounding_box"]["top_row"] * height),
+             round(r["bounding_box"]["right_col"] * width), round(r["bounding_box"]["bottom_row"] * height))
+            for r in row["regions"]]
+        with Image.open(row["image"]) as original, Image.open(row["saved"]) as drawn:
+            assert Path(row["saved"]) == tmp_path / "out" / Path(row["image"]).relative_to(folder)
+            assert drawn.size == original.size
+            assert (ImageChops.difference(drawn.convert("RGB"), original.convert("RGB")).getbbox() is not None) == bool(
+                row["boxes"])
+
+    text = run_cli(client.settings, *args, check=True).stdout
+    printed = [tuple(c.strip() for c in line.split("│")[1:-1]) for line in text.splitlines() if "│ tree" in line]
+    expected = [("tree", f"{b['value']:.3f}", *(str(b[k]) for k in ("x0", "y0", "x1", "y1")))
+                for row in rows for b in row["boxes"]]
+    assert printed == expected
 
 
 def _crop(data: bytes, box: dict) -> bytes:

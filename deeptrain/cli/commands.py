@@ -12,7 +12,9 @@ from typing import Sequence
 import typer
 
 from deeptrain.cli.data import apps_app, concepts_app, datasets_app, inputs_app, keys_app
-from deeptrain.cli.models import models_app, predict_command
+from deeptrain.cli.lifecycle import gc_command
+from deeptrain.cli.models import models_app
+from deeptrain.cli.predict import predict_command
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
 from deeptrain.cli.tune import tune_command, tune_runs_app
@@ -28,4 +30,5 @@ def add_commands(app: typer.Typer, cluster_apps: Sequence[tuple[typer.Typer, str
         app.add_typer(sub, name=name)
     app.command("predict")(predict_command)
     app.command("tune")(tune_command)
+    app.command("gc")(gc_command)
     app.add_typer(tune_runs_app, name="tune-runs")

@@ -20,17 +20,17 @@ keys_app = typer.Typer(help="API keys of an app for the HTTP API (shown once, st
 FORMAT_HELP = f"One of: {', '.join(FORMATS)}."
 
 
-@apps_app.command("create")
+@apps_app.command("create", help="Create an app: the container of inputs, concepts, datasets and models.")
 def apps_create(app: str, name: Optional[str] = typer.Option(None, help="Display name."), json: bool = JsonOption):
     emit(Client().create_app(app, name), json)
 
 
-@apps_app.command("list")
+@apps_app.command("list", help="List the apps with their number of inputs.")
 def apps_list(json: bool = JsonOption):
     emit(Client().list_apps(), json, lambda rows: table(rows, ["id", "name", "num_inputs", "created_at"], "apps"))
 
 
-@apps_app.command("show")
+@apps_app.command("show", help="Show an app: its name, number of inputs and creation time.")
 def apps_show(app: str, json: bool = JsonOption):
     emit(Client().get_app(app), json)
 
@@ -41,19 +41,19 @@ def apps_delete(app: str, json: bool = JsonOption):
     emit(Client().delete_app(app), json)
 
 
-@concepts_app.command("create")
+@concepts_app.command("create", help="Create a concept (a label for whole images or boxes).")
 def concepts_create(app: str, concept: str, name: Optional[str] = typer.Option(None, help="Display name."),
                     json: bool = JsonOption):
     emit(Client().create_concept(app, concept, name), json)
 
 
-@concepts_app.command("list")
+@concepts_app.command("list", help="List the app's concepts with how many labels and boxes use each.")
 def concepts_list(app: str, json: bool = JsonOption):
     emit(Client().list_concepts(app), json,
          lambda rows: table(rows, ["id", "name", "num_labels", "num_boxes"], f"concepts of {app}"))
 
 
-@concepts_app.command("delete")
+@concepts_app.command("delete", help="Delete a concept; refused while labels use it unless --force.")
 def concepts_delete(app: str, concept: str,
                     force: bool = typer.Option(False, "--force", help="Also delete the labels that use it."),
                     json: bool = JsonOption):
@@ -62,9 +62,14 @@ def concepts_delete(app: str, concept: str,
 
 def _render_report(report: dict[str, Any]) -> None:
     stdout.print(
-        f"[green]imported {report['imported']}[/], duplicates {report['duplicates']}, "
-        f"[red]rejected {len(report['rejected'])}[/] in {report['seconds']:.1f}s ({report['images_per_s']} images/s)"
+        f"[green]imported {report['imported']}[/], duplicates {report['duplicates']}"
+        + (f" (labels updated on {report['updated']})" if report.get("updated") else "")
+        + f", [red]rejected {len(report['rejected'])}[/] in {report['seconds']:.1f}s ({report['images_per_s']} images/s)"
     )
+    if report.get("differing_labels"):
+        n = report["differing_labels"]
+        stdout.print(f"[yellow]{n} duplicate{'s have' if n > 1 else ' has'} other labels in the app than in this "
+                     "import (kept); run the import again with --update-labels to replace them[/]")
     if report["rejected"]:
         table(report["rejected"][:50], ["file", "reason"], "rejected")
         if len(report["rejected"]) > 50:
@@ -76,31 +81,62 @@ def inputs_import(
     app: str,
     path: Path,
     format: str = typer.Option(..., "--format", "-f", help=FORMAT_HELP),
-    split: Optional[str] = typer.Option(None, help="Put every imported input in this split: train or test."),
+    split: Optional[str] = typer.Option(None, help="Put every imported input in this split: train, val "
+                                        "(validation) or test."),
+    update_labels: bool = typer.Option(False, "--update-labels", help=(
+        "An image the app already has (same bytes) gets this import's labels: its concepts, negatives and boxes "
+        "are replaced (split and id stay). Without it, its labels are kept and the summary counts those that "
+        "differ.")),
     json: bool = JsonOption,
 ):
-    """Import images and labels. A partial import exits 0; nothing imported at all exits 1."""
+    """Import images and labels. A partial import exits 0; nothing imported at all exits 1.
+
+    Images are known by their bytes: one the app already has is a duplicate, not imported again; to relabel,
+    move it to another concept folder (or change its labels in the file) and import with --update-labels."""
     client = Client()
     with progress(f"importing {path.name}", client.count_import_candidates(path, format)) as advance:
-        report = client.import_inputs(app, path, format, split=split, on_progress=advance)
+        report = client.import_inputs(app, path, format, split=split, on_progress=advance,
+                                      update_labels=update_labels)
     emit(report, json, _render_report)
     if not (report["imported"] or report["duplicates"]) and report["rejected"]:
         raise typer.Exit(1)
 
 
-@inputs_app.command("list")
+@inputs_app.command("list", help="List the app's inputs (id, size, concepts, split), oldest first.")
 def inputs_list(app: str, limit: Optional[int] = typer.Option(None, min=1), offset: int = typer.Option(0, min=0),
                 json: bool = JsonOption):
     emit(Client().list_inputs(app, limit, offset), json,
          lambda rows: table(rows, ["id", "width", "height", "split", "concepts", "negatives"], f"inputs of {app}"))
 
 
-@inputs_app.command("delete")
+def _render_input(inp: dict[str, Any]) -> None:
+    stdout.print(f"[bold]{inp['id']}[/] concepts: {', '.join(inp['concepts']) or '-'}; "
+                 f"negatives: {', '.join(inp['negatives']) or '-'}; boxes: {len(inp['regions'])}")
+
+
+@inputs_app.command("label")
+def inputs_label(app: str, input_id: str,
+                 concepts: list[str] = typer.Argument(..., help="Concept names or ids; a new one is created."),
+                 negative: bool = typer.Option(False, "--negative", help="Label as negatives (the image is not it)."),
+                 json: bool = JsonOption):
+    """Add whole-image labels to an input (its opposite label of a concept is replaced)."""
+    emit(Client().label_input(app, input_id, concepts, negative), json, _render_input)
+
+
+@inputs_app.command("unlabel")
+def inputs_unlabel(app: str, input_id: str,
+                   concepts: list[str] = typer.Argument(..., help="Concept names or ids."),
+                   json: bool = JsonOption):
+    """Remove an input's whole-image labels (positive or negative) of these concepts; boxes stay."""
+    emit(Client().unlabel_input(app, input_id, concepts), json, _render_input)
+
+
+@inputs_app.command("delete", help="Delete an input: its image, labels and boxes.")
 def inputs_delete(app: str, input_id: str, json: bool = JsonOption):
     emit(Client().delete_input(app, input_id), json)
 
 
-@inputs_app.command("export")
+@inputs_app.command("export", help="Export the app's inputs and labels to a folder in an import format.")
 def inputs_export(app: str, out_dir: Path, format: str = typer.Option(..., "--format", "-f", help=FORMAT_HELP),
                   json: bool = JsonOption):
     emit(Client().export_inputs(app, out_dir, format), json)
@@ -110,13 +146,16 @@ def inputs_export(app: str, out_dir: Path, format: str = typer.Option(..., "--fo
 def datasets_snapshot(
     app: str,
     test_fraction: float = typer.Option(0.1, help="Share of inputs without a split that go to test."),
+    validation_fraction: float = typer.Option(
+        0.1, help="Without imported validation inputs: share of the training inputs carved into validation "
+        "(by content hash; 0: none)."),
     json: bool = JsonOption,
 ):
     """Write an immutable dataset version; prints its id (the same data gives the same id)."""
     client = Client()
     total = client.get_app(app)["num_inputs"]
     with progress("snapshot", total) as advance:
-        version = client.snapshot(app, test_fraction, on_progress=advance)
+        version = client.snapshot(app, test_fraction, on_progress=advance, validation_fraction=validation_fraction)
     if json:
         print_json(version)
     else:
@@ -128,17 +167,22 @@ def _render_dataset(d: dict[str, Any]) -> None:
     counts = d["counts"]
     stdout.print(f"[bold]{d['id']}[/] {counts['inputs']} inputs ({counts['labelled']} labelled), "
                  f"splits {counts['splits']}, at {d['uri']}")
-    rows = [{"concept": c["id"], "name": c["name"], **counts["concepts"][c["id"]]} for c in d["concepts"]]
-    table(rows, ["concept", "name", "train", "test", "negatives", "boxes"], "per concept")
+    validation = d.get("validation") or {}
+    if validation.get("source", "imported") != "imported":
+        stdout.print(f"validation: {validation['count']} inputs {validation['source']} "
+                     f"(validation_fraction {validation['fraction']:g})")
+    rows = [{"concept": c["id"], "name": c["name"], "validation": 0, **counts["concepts"][c["id"]]}
+            for c in d["concepts"]]
+    table(rows, ["concept", "name", "train", "validation", "test", "negatives", "boxes"], "per concept")
 
 
-@datasets_app.command("list")
+@datasets_app.command("list", help="List the app's dataset versions with their counts per split.")
 def datasets_list(app: str, json: bool = JsonOption):
     emit(Client().list_datasets(app), json,
          lambda rows: table(rows, ["id", "num_inputs", "splits", "num_concepts", "created_at"], f"datasets of {app}"))
 
 
-@datasets_app.command("show")
+@datasets_app.command("show", help="Show a dataset version: its concepts and counts per split and concept.")
 def datasets_show(app: str, version: str, json: bool = JsonOption):
     emit(Client().get_dataset(app, version), json, _render_dataset)
 
@@ -153,12 +197,12 @@ def keys_create(app: str,
                                            f"{k['key']}\nshown only now; store it safely"))
 
 
-@keys_app.command("list")
+@keys_app.command("list", help="List the app's API keys (never the secret itself).")
 def keys_list(app: str, json: bool = JsonOption):
     emit(Client().list_keys(app), json,
          lambda rows: table(rows, ["id", "name", "scopes", "created_at", "revoked_at"], f"API keys of {app}"))
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", help="Revoke an API key: the HTTP API refuses it from now on.")
 def keys_revoke(app: str, key_id: str, json: bool = JsonOption):
     emit(Client().revoke_key(app, key_id), json)

@@ -1,7 +1,12 @@
 """Run a training call in a thread and draw its live progress (read from the store).
 
-Shared by ``deeptrain models train`` and ``make demo``. Ctrl-C asks whether to cancel;
-a cancelled run stops after its current epoch and is marked ``cancelled``.
+Shared by ``deeptrain models train`` and ``make demo``. The bar shows what the run is doing
+from its first second: the phases the CLI runs itself (snapshotting the dataset, starting
+the cluster), then the ones the run records in its version's ``progress.phase`` (reading
+data, warming up), then ``epoch k/n`` with loss, learning rate, images/s and ETA. Where
+stderr is not a terminal (a log, a Ray job), each new phase is also printed as a line.
+Ctrl-C asks whether to cancel; a cancelled run stops after its current epoch and is marked
+``cancelled``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import threading
 from typing import Any, Callable
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from deeptrain.cli.output import stderr
@@ -19,32 +25,70 @@ from deeptrain.sdk import Client
 TrainCall = Callable[[Callable[[Version], None]], Version]
 
 
-def _follow(client: Client, app: str, model: str, holder: dict[str, Any], worker: threading.Thread) -> None:
+class TrainingBar:
+    """A live bar on stderr whose label is the run's phase; use it as a context manager."""
+
+    def __init__(self, console: Console = stderr):
+        self.console = console
+        self._bar = Progress(TextColumn("[bold]{task.fields[phase]}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                             TimeElapsedColumn(), console=console)
+        self._task = self._bar.add_task("train", total=None, phase="", stats="")
+        self._phase = ""
+        self._phases_seen = 0
+
+    def __enter__(self) -> "TrainingBar":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._bar.stop()
+
+    def phase(self, text: str, stats: str = "", **counts: Any) -> None:
+        """Show ``text`` as the phase (and ``stats`` beside the bar; ``counts``: total/completed steps)."""
+        self._bar.update(self._task, phase=text, stats=stats, **counts)
+        if text != self._phase:
+            self._phase = text
+            if not self.console.is_terminal:  # no live redraw there: one line per phase
+                self.console.print(f"training: {text}", soft_wrap=True, markup=False, highlight=False)
+
+    def show(self, progress: dict[str, Any]) -> None:
+        """Draw a version's progress record: the phases it passed since the last record (``phases``), then its
+        phase, else its epoch and step."""
+        p = progress
+        passed = p.get("phases") or []
+        for name in passed[self._phases_seen:]:
+            self.phase(name)
+        self._phases_seen = max(self._phases_seen, len(passed))
+        if p.get("phase"):
+            self.phase(p["phase"])
+        elif p.get("steps_per_epoch"):
+            self.phase(f"epoch {p['epoch']}/{p['num_epochs']}",
+                       f"loss {p['loss']:.4f} lr {p['lr']:.3g} {p['images_per_s']:.0f} img/s ETA {p['eta_s']:.0f}s",
+                       total=p["num_epochs"] * p["steps_per_epoch"],
+                       completed=(p["epoch"] - 1) * p["steps_per_epoch"] + p["step"])
+
+
+def _follow(client: Client, app: str, model: str, holder: dict[str, Any], worker: threading.Thread,
+            bar: TrainingBar) -> None:
     """Draw the version's live progress (read from the store) until the training thread ends."""
-    columns = (TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
-               TextColumn("loss {task.fields[loss]} lr {task.fields[lr]} {task.fields[rate]} img/s ETA {task.fields[eta]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=stderr) as bar:
-        task = bar.add_task("train", total=None, epoch="-", loss="-", lr="-", rate="-", eta="-")
-        while worker.is_alive():
-            worker.join(0.5)
-            if "version" not in holder:
-                continue
-            try:
-                p = client.get_version(app, model, holder["version"]["id"]).get("progress") or {}
-            except Exception:  # the store may be briefly busy; keep drawing
-                continue
-            if p.get("steps_per_epoch"):
-                total = p["num_epochs"] * p["steps_per_epoch"]
-                done = (p["epoch"] - 1) * p["steps_per_epoch"] + p["step"]
-                bar.update(task, total=total, completed=done, epoch=f"{p['epoch']}/{p['num_epochs']}",
-                           loss=f"{p['loss']:.4f}", lr=f"{p['lr']:.3g}", rate=f"{p['images_per_s']:.0f}",
-                           eta=f"{p['eta_s']:.0f}s")
+    while worker.is_alive():
+        worker.join(0.5)
+        if "version" not in holder:
+            continue
+        try:
+            progress = client.get_version(app, model, holder["version"]["id"]).get("progress") or {}
+        except Exception:  # the store may be briefly busy; keep drawing
+            continue
+        bar.show(progress)
 
 
 def train_with_progress(client: Client, app: str, model: str, call: TrainCall,
-                        version: Version | None = None) -> Version:
-    """Run ``call(on_version)`` in a thread, draw progress, and return its result (or raise its error)."""
+                        version: Version | None = None, bar: TrainingBar | None = None) -> Version:
+    """Run ``call(on_version)`` in a thread, draw progress on ``bar`` (a new one if None), and return its
+    result (or raise its error)."""
+    if bar is None:
+        with TrainingBar() as new_bar:
+            return train_with_progress(client, app, model, call, version, new_bar)
     holder: dict[str, Any] = {"version": version} if version else {}
 
     def run() -> None:
@@ -56,12 +100,13 @@ def train_with_progress(client: Client, app: str, model: str, call: TrainCall,
     # Connect (or start the embedded cluster) here, in the calling thread: Ray's local
     # processes die with the thread that started them (PR_SET_PDEATHSIG is per thread),
     # so starting them from the training thread would kill them when training ends.
+    bar.phase("starting the cluster")
     client.connect_ray()
     worker = threading.Thread(target=run, name="train", daemon=True)
     worker.start()
     while worker.is_alive():
         try:
-            _follow(client, app, model, holder, worker)
+            _follow(client, app, model, holder, worker, bar)
         except KeyboardInterrupt:
             if "version" in holder and typer.confirm("\nCancel this training run?", default=False, err=True):
                 client.cancel(app, model, holder["version"]["id"])

@@ -10,7 +10,7 @@ from deeptrain.cli.commands import add_commands
 from deeptrain.cli.options import (AddressOption, CpusOption, DatasetVersionOption, EnvOption, GpusOption,
                                    PackageOption, ParamOption, PlacementOption, ResumeOption, WorkersOption,
                                    parse_env, parse_params)
-from deeptrain.cli.output import JsonOption, emit, stderr, stdout, table
+from deeptrain.cli.output import JsonOption, emit, print_json, stderr, stdout, table
 from deeptrain.cli.tune import check_run_args
 from deeptrain.errors import InvalidInput
 from deeptrain.sdk import Client
@@ -92,7 +92,7 @@ def submit_tune(ctx: typer.Context, address: Optional[str] = AddressOption, pack
     params = parse_params(given["param"])
     domains = {} if given["resume"] else parse_space(given["space"] or [])
     client = Client()
-    client.check_submission(package, job_env)  # settings a cluster can use, before any snapshot
+    client.check_submission(package, job_env, address)  # settings the cluster can use, before any snapshot
     if given["resume"]:
         client.check_tune_resume(app, model, given["resume"])
     else:
@@ -124,16 +124,20 @@ def jobs_list(address: Optional[str] = AddressOption, json: bool = JsonOption):
     emit(Client().list_jobs(address), json, lambda rows: table(rows, JOB_COLUMNS, "deeptrain Ray jobs"))
 
 
-@jobs_app.command("show")
+@jobs_app.command("show", help="Show a job: its status, command line and the version it trains.")
 def jobs_show(job_id: str, address: Optional[str] = AddressOption, json: bool = JsonOption):
     emit(Client().get_job(job_id, address), json, _render_job)
 
 
 @jobs_app.command("logs")
 def jobs_logs(job_id: str, follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
-              address: Optional[str] = AddressOption):
-    """The job's output (the driver's stdout and stderr)."""
-    for chunk in Client().job_logs(job_id, address, follow):
+              address: Optional[str] = AddressOption, json: bool = JsonOption):
+    """The job's output (the driver's stdout and stderr); with --json one document {job_id, logs} at the end."""
+    chunks = Client().job_logs(job_id, address, follow)
+    if json:
+        print_json({"job_id": job_id, "logs": "".join(chunks)})
+        return
+    for chunk in chunks:
         print(chunk, end="", flush=True)
 
 
@@ -148,7 +152,9 @@ def jobs_wait(job_id: str, timeout: Optional[float] = typer.Option(None, min=0, 
         line = job["status"]
         if job.get("version") and job["status"] == "RUNNING":
             p = client.get_version(job["app"], job["model"], job["version"]).get("progress") or {}
-            if p.get("epoch"):
+            if p.get("phase"):
+                line += f", {p['phase']}"
+            elif p.get("epoch"):
                 line += f", epoch {p['epoch']}/{p['num_epochs']}"
         if line != seen.get("line"):
             seen["line"] = line

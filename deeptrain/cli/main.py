@@ -6,11 +6,12 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
+from rich.markup import escape
 
 from deeptrain import __version__
 from deeptrain.cli.commands import add_commands
 from deeptrain.cli.jobs import jobs_app, submit_app
-from deeptrain.cli.output import print_json, stderr
+from deeptrain.cli.output import JsonOption, emit, json_stdout_only, print_json, stderr
 from deeptrain.errors import (ClusterError, Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError,
                               Unauthorized)
 
@@ -32,14 +33,21 @@ EXIT_CODES = {InvalidInput: 2, NotFound: 3, Conflict: 4, StorageError: 5, Unauth
 
 
 @app.command("version")
-def version() -> None:
+def version(json: bool = JsonOption) -> None:
     """Print the package version."""
-    print(__version__)
+    emit({"version": __version__}, json, lambda doc: print(doc["version"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     as_json = "--json" in argv
+    if as_json:
+        with json_stdout_only():
+            return _main(argv, as_json)
+    return _main(argv, as_json)
+
+
+def _main(argv: list[str], as_json: bool) -> int:
     try:
         rc = typer.main.get_command(app).main(args=argv, prog_name="deeptrain", standalone_mode=False)
         return rc if isinstance(rc, int) else 0
@@ -48,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if as_json:
             print_json({"error": {"code": exc.code, "message": str(exc)}})
         else:
-            stderr.print(f"[red]error:[/] {exc}")
+            stderr.print("[red]error:[/] " + escape(str(exc)), soft_wrap=True)  # whole, as written
         return code
     except typer.Exit as exc:
         return exc.exit_code

@@ -6,16 +6,17 @@ from typing import Any, Optional
 
 import typer
 
-from deeptrain.cli.follow import train_with_progress
+from deeptrain.cli.follow import TrainingBar, train_with_progress
+from deeptrain.cli.lifecycle import models_delete, versions_app
 from deeptrain.cli.options import (CpusOption, DatasetVersionOption, GpusOption, ParamOption, PlacementOption,
                                    ResumeOption, WorkersOption, parse_params)
-from deeptrain.cli.output import JsonOption, emit, print_json, stdout, table
+from deeptrain.cli.output import JsonOption, emit, metrics_tables, print_json, stdout, table, working
 from deeptrain.sdk import Client
 
 models_app = typer.Typer(help="Define models, train versions, follow and evaluate them.", no_args_is_help=True)
 
 
-@models_app.command("create")
+@models_app.command("create", help="Define a model: its task, template and default hyperparameters (and concepts).")
 def models_create(
     app: str, model: str,
     task: str = typer.Option(..., help="classification, detection or embedding."),
@@ -27,7 +28,7 @@ def models_create(
     emit(Client().create_model(app, model, task, template, parse_params(param), concept), json)
 
 
-@models_app.command("list")
+@models_app.command("list", help="List the app's models with their template and default version.")
 def models_list(app: str, json: bool = JsonOption):
     emit(Client().list_models(app), json,
          lambda rows: table(rows, ["id", "task", "template", "default_version", "created_at"], f"models of {app}"))
@@ -43,12 +44,35 @@ def _render_version(v: dict[str, Any]) -> None:
     scalars = {k: round(x, 4) if isinstance(x, float) else x for k, x in metrics.items()
                if isinstance(x, (int, float))}
     if scalars:
-        stdout.print("metrics: " + ", ".join(f"{k}={x}" for k, x in scalars.items()))
+        stdout.print("test metrics: " + ", ".join(f"{k}={x}" for k, x in scalars.items()))
+    validation = {k: round(x, 4) if isinstance(x, float) else x for k, x in (metrics.get("validation") or {}).items()}
+    if validation:
+        stdout.print(f"validation metrics (on the {validation.pop('split', 'validation')} split): "
+                     + ", ".join(f"{k}={x}" for k, x in validation.items()))
     progress = v.get("progress") or {}
-    if v["status"] == "training" and progress:
+    _render_epochs(progress.get("history") or [])
+    if v["status"] == "training" and progress.get("phase"):
+        stdout.print(f"progress: {progress['phase']}")
+    elif v["status"] == "training" and progress.get("steps_per_epoch"):
         stdout.print(f"progress: epoch {progress.get('epoch')}/{progress.get('num_epochs')}, "
                      f"loss {progress.get('loss'):.4f}, {progress.get('images_per_s', 0):.1f} images/s, "
                      f"ETA {progress.get('eta_s', 0):.0f}s")
+
+
+EPOCH_COLUMNS = ["epoch", "loss", "images/s", "data wait s", "augment s", "compute s", "input-bound"]
+
+
+def _render_epochs(history: list[dict[str, Any]]) -> None:
+    """Per epoch, where the training steps spent their time: waiting for input, augmenting, the model."""
+    rows = []
+    for h in history:
+        spent = h.get("data_wait_s", 0) + h.get("augment_s", 0) + h.get("compute_s", 0)
+        rows.append({"epoch": h["epoch"], "loss": f"{h['train_loss']:.4f}", "images/s": f"{h['images_per_s']:.1f}",
+                     "data wait s": f"{h.get('data_wait_s', 0):.1f}", "augment s": f"{h.get('augment_s', 0):.1f}",
+                     "compute s": f"{h.get('compute_s', 0):.1f}",
+                     "input-bound": f"{h.get('data_wait_s', 0) / spent:.0%}" if spent else ""})
+    if rows:
+        table(rows, EPOCH_COLUMNS, "epochs (time of the training steps: data wait, augment, compute)")
 
 
 @models_app.command("train")
@@ -69,43 +93,45 @@ def models_train(
     params = parse_params(param)
     resources = None if resume else Client.worker_resources(cpus_per_worker, gpus_per_worker, placement)
     client = Client()
-    if resume:
-        version = client.get_version(app, model, resume)
-    else:
-        version = client.queue_train(app, model, params, workers=workers, dataset_version=dataset_version,
-                                     resources=resources)
-    result = train_with_progress(client, app, model, lambda _: client.resume(app, model, version.id), version)
+    queued = client.check_resume(app, model, resume) if resume else None  # a trained one: refused before any bar
+    with TrainingBar() as bar:
+        if queued is None:
+            bar.phase("checking the dataset" if dataset_version else "snapshotting the dataset")
+            queued = client.queue_train(app, model, params, workers=workers, dataset_version=dataset_version,
+                                        resources=resources)
+        version = queued
+        result = train_with_progress(client, app, model, lambda _: client.resume(app, model, version.id), version, bar)
     emit(result, json, _render_version)
 
 
-@models_app.command("versions")
-def models_versions(app: str, model: str, json: bool = JsonOption):
-    def render(rows):
-        rows = [{**r, "metric": next((f"{k}={r['metrics'][k]:.4f}" for k in ("top1", "map", "recall@1")
-                                      if r.get("metrics") and k in r["metrics"]), "")} for r in rows]
-        table(rows, ["id", "status", "dataset_version_id", "metric", "created_at"], f"versions of {model}")
-
-    emit(Client().list_versions(app, model), json, render)
-
-
-@models_app.command("show")
+@models_app.command("show", help="Show a version: status, params used (incl. derived lrate), dataset version, metrics.")
 def models_show(app: str, model: str, version: str, json: bool = JsonOption):
     emit(Client().get_version(app, model, version), json, _render_version)
 
 
-@models_app.command("cancel")
+@models_app.command("cancel", help="Cancel a version: a running one stops after its current epoch.")
 def models_cancel(app: str, model: str, version: str, json: bool = JsonOption):
     emit(Client().cancel(app, model, version), json, _render_version)
 
 
 @models_app.command("evaluate")
 def models_evaluate(app: str, model: str, version: str,
-                    dataset_version: Optional[str] = typer.Option(None, help="Evaluate on this dataset version's test split."),
+                    dataset_version: Optional[str] = typer.Option(None, help="Evaluate on this dataset version's split."),
+                    split: str = typer.Option("test", help="The split to evaluate on: test, validation or val."),
                     json: bool = JsonOption):
-    emit(Client().evaluate(app, model, version, dataset_version), json)
+    """Evaluate a trained version on its dataset version's test split (or another split, or another dataset
+    version's) and print the metrics."""
+    with working(f"evaluating {model}/{version}"):
+        result = Client().evaluate(app, model, version, dataset_version, split=split)
+
+    def render(r: dict[str, Any]) -> None:
+        metrics_tables(r["metrics"], f"{r['model_id']}/{r['version_id']} on the {r['split']} split of dataset "
+                       f"version {r['dataset_version_id']}")
+
+    emit(result, json, render)
 
 
-@models_app.command("report")
+@models_app.command("report", help="Show a version's report (report.json and PNG plots) and where it is.")
 def models_report(app: str, model: str, version: str,
                   open_: bool = typer.Option(False, "--open", help="Print the report's local path (to open it)."),
                   json: bool = JsonOption):
@@ -127,24 +153,6 @@ def models_export(app: str, model: str, version: str,
     emit(Client().export(app, model, version, format, out), json)
 
 
-def predict_command(
-    app: str, model: str, images: list[str] = typer.Argument(..., help="Image files."),
-    version: Optional[str] = typer.Option(None, help="Model version (default: the model's default/newest)."),
-    threshold: Optional[float] = typer.Option(None, help="Detection score threshold (default: the version's)."),
-    top_k: Optional[int] = typer.Option(None, min=1, help="Only the k best concepts."),
-    json: bool = JsonOption,
-):
-    """Predict with a trained version: concepts, regions (detection) or embeddings."""
-    results = Client().predict(app, model, images, version_id=version, threshold=threshold, top_k=top_k)
-    out = [{"image": path, **r.model_dump(mode="json")} for path, r in zip(images, results)]
-
-    def render(rows):
-        for row in rows:
-            if "concepts" in row:
-                stdout.print(f"{row['image']}: " + ", ".join(f"{c['id']} {c['value']:.3f}" for c in row["concepts"][:5]))
-            elif "regions" in row:
-                stdout.print(f"{row['image']}: {len(row['regions'])} region(s)")
-            else:
-                stdout.print(f"{row['image']}: embedding of {len(row['embedding'])} dims")
-
-    emit(out, json, render)
+# after the commands above, so that they come first in the help
+models_app.add_typer(versions_app, name="versions")
+models_app.command("delete")(models_delete)

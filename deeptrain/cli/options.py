@@ -26,9 +26,11 @@ PlacementOption = typer.Option("PACK", "--placement",
                                help="How workers spread over nodes: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD (one per node).")
 AddressOption = typer.Option(None, "--address", help="The cluster's Ray dashboard, e.g. http://HEAD:8265 "
                                                      "(default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS).")
-PackageOption = typer.Option("image", "--package", help="How the job gets deeptrain: image (installed on the "
-                                                        "cluster), pip (pip install deeptrain==THIS_VERSION there; "
-                                                        "pip:REQUIREMENT for another), local (ship this checkout).")
+PackageOption = typer.Option("local", "--package", help="How the job gets deeptrain: local (ship this checkout's "
+                                                        "code; the nodes have the dependencies), pip (ship this "
+                                                        "checkout's wheel and pip-install it there with its "
+                                                        "dependencies; pip:REQUIREMENT for another), image "
+                                                        "(installed on the nodes).")
 EnvOption = typer.Option(None, "--env", help="NAME=VALUE for the job, over this side's settings (repeatable), "
                                              "e.g. AWS_ENDPOINT_URL as the cluster reaches the storage.")
 

@@ -13,7 +13,7 @@ from deeptrain.templates import all_templates, get_template
 templates_app = typer.Typer(help="List templates and show their hyperparameters.", no_args_is_help=True)
 
 
-@templates_app.command("list")
+@templates_app.command("list", help="List the templates of every task with their minimum image size.")
 def templates_list(json: bool = JsonOption):
     rows = [{"task": t.task, "template": t.name, "min_image_size": t.min_image_size, "description": t.description}
             for t in all_templates()]

@@ -10,11 +10,10 @@ from typing import Any, Optional
 import typer
 from rich.console import Group, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from deeptrain.cli.options import ParamOption, parse_params
-from deeptrain.cli.output import JsonOption, emit, print_json, stderr, stdout, table
+from deeptrain.cli.output import JsonOption, emit, new_table, print_json, stderr, stdout, table
 from deeptrain.errors import InvalidInput
 from deeptrain.sdk import Client
 
@@ -32,9 +31,7 @@ def _scheduler_text(scheduler: dict[str, Any]) -> str:
 
 
 def _live_table(rows: list[dict[str, Any]], metric: str, scheduler: str | None = None) -> RenderableType:
-    t = Table(title="trials", title_justify="left")
-    for column in ("trial", "params", "epoch", metric, "status"):
-        t.add_column(column)
+    t = new_table(("trial", "params", "epoch", f"val {metric}", "status"), "trials", title_justify="left")
     for r in rows:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items())
         t.add_row(r["trial"], params, _fmt(r["epoch"]), _fmt(r["metric"]), r["status"])
@@ -49,16 +46,21 @@ def _render_run(run: dict[str, Any]) -> None:
     rows = [{"trial": t["trial_id"], "version": t["version_id"], "status": t["status"]
              + (" (stopped early)" if t["stopped_early"] else "") + (" [best]" if t["best"] else ""),
              "params": ", ".join(f"{k}={_fmt(v)}" for k, v in t["params"].items()),
-             "epochs": t["epochs"], run["metric"]: _fmt(t["metric"])} for t in run.get("trials", [])]
-    table(rows, ["trial", "version", "params", "epochs", run["metric"], "status"], "trials")
+             "epochs": t["epochs"], f"val {run['metric']}": _fmt(t["metric"]),
+             f"test {run['metric']}": _fmt(t.get("test_metric"))} for t in run.get("trials", [])]
+    table(rows, ["trial", "version", "params", "epochs", f"val {run['metric']}", f"test {run['metric']}", "status"],
+          "trials")
     best = run.get("best")
     if best:
-        stdout.print(f"best: version [bold]{best['version_id']}[/] {run['metric']}={_fmt(best['metric'])} "
+        stdout.print(f"best (on validation): version [bold]{best['version_id']}[/] val {run['metric']}="
+                     f"{_fmt(best['metric'])}, test {run['metric']}={_fmt(best.get('test_metric'))} "
                      f"with " + ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
         stdout.print(f"make it the default version: deeptrain tune-runs promote {run['app_id']} {run['model_id']} "
                      f"{run['id']}")
     if run["status"] == "interrupted":
         stdout.print(f"continue it: deeptrain tune {run['app_id']} {run['model_id']} --resume {run['id']}")
+    if run.get("report"):  # `tune` itself: where the results stay (tune_report.json, plots)
+        stdout.print(f"report: {run['report']}")
 
 
 def tune_command(
@@ -69,7 +71,7 @@ def tune_command(
                                     "qrandint (lower:upper:q), lograndint."),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Number of trials (sampled configurations)."),
     max_concurrent: Optional[int] = typer.Option(None, help="Trials at once (default: as many as the cluster fits)."),
-    metric: Optional[str] = typer.Option(None, help="Test metric to maximize (default: top1, map or recall@1)."),
+    metric: Optional[str] = typer.Option(None, help="Validation metric to maximize (default: top1, map or recall@1)."),
     scheduler: Optional[str] = typer.Option(None, help="asha (early stopping) or fifo (default: asha, or fifo "
                                                        "when the trials have too few epochs for asha)."),
     grace_period: Optional[int] = typer.Option(None, help="ASHA: epochs before a trial can be stopped "
@@ -121,14 +123,14 @@ def check_run_args(resume: str | None, space: list[str] | None, trials: int | No
         raise InvalidInput("--trials is required: how many configurations to try")
 
 
-@tune_runs_app.command("list")
+@tune_runs_app.command("list", help="List a model's tuning runs with their status and best version.")
 def tune_runs_list(app: str, model: str, json: bool = JsonOption):
     emit(Client().list_tune_runs(app, model), json,
          lambda rows: table(rows, ["id", "status", "metric", "num_trials", "best_version", "created_at"],
                             f"tuning runs of {model}"))
 
 
-@tune_runs_app.command("show")
+@tune_runs_app.command("show", help="Show a tuning run: its space, scheduler, trials and best trial.")
 def tune_runs_show(app: str, model: str, run: str, json: bool = JsonOption):
     emit(Client().get_tune_run(app, model, run), json, _render_run)
 
@@ -139,7 +141,7 @@ def tune_runs_promote(app: str, model: str, run: str, json: bool = JsonOption):
     emit(Client().promote_tune_best(app, model, run), json)
 
 
-@tune_runs_app.command("report")
+@tune_runs_app.command("report", help="Show a tuning run's report (metric per trial and epoch, plots) and where it is.")
 def tune_runs_report(app: str, model: str, run: str,
                      open_: bool = typer.Option(False, "--open", help="Print the report's local path (to open it)."),
                      json: bool = JsonOption):

@@ -30,19 +30,19 @@ def workflows_create(
          lambda w: stdout.print(f"workflow [bold]{w['id']}[/] of {w['app_id']}: {_steps_text(w['steps'])}"))
 
 
-@workflows_app.command("list")
+@workflows_app.command("list", help="List the app's workflows and their steps.")
 def workflows_list(app: str, json: bool = JsonOption):
     emit(Client().list_workflows(app), json,
          lambda rows: table([{**w, "steps": _steps_text(w["steps"])} for w in rows], ["id", "steps", "created_at"],
                             f"workflows of {app}"))
 
 
-@workflows_app.command("show")
+@workflows_app.command("show", help="Show a workflow's steps.")
 def workflows_show(app: str, name: str, json: bool = JsonOption):
     emit(Client().get_workflow(app, name), json)
 
 
-@workflows_app.command("delete")
+@workflows_app.command("delete", help="Delete a workflow (its models stay).")
 def workflows_delete(app: str, name: str, json: bool = JsonOption):
     emit(Client().delete_workflow(app, name), json)
 

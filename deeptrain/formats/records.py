@@ -22,6 +22,43 @@ class Region:
     right_col: float
 
 
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES = {"val": "validation", "valid": "validation"}  # accepted wherever a split is given, stored canonical
+
+
+def canonical_split(split: str | None) -> str | None:
+    """``split`` as stored: one of ``SPLITS`` ("val" means "validation"); None stays None (the snapshot assigns
+    one); anything else is refused with the accepted names."""
+    if split is None:
+        return None
+    name = SPLIT_ALIASES.get(split.strip().lower(), split.strip().lower())
+    if name not in SPLITS:
+        raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)} (or val)")
+    return name
+
+
+SPLIT_FOLDERS = {"train": "train", "validation": "val", "test": "test"}  # how exports name split folders
+
+
+def split_folder(name: str) -> str | None:
+    """The split a folder called ``name`` stands for (train, val, validation, valid, test), or None."""
+    key = name.lower()
+    key = SPLIT_ALIASES.get(key, key)
+    return key if key in SPLITS else None
+
+
+def split_layout(root: Path) -> bool:
+    """Whether the folder's visible top-level folders are all split folders (``train/``, ``val/``, ``test/``):
+    its inputs then keep the split of the folder they are in."""
+    folders = [e.name for e in os.scandir(root) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    return bool(folders) and all(split_folder(f) for f in folders)
+
+
+def export_split_folders(items: list["ExportItem"]) -> bool:
+    """An export keeps splits as top folders when every item it writes carries one (else the flat layout)."""
+    return bool(items) and all(i.split in SPLIT_FOLDERS for i in items)
+
+
 BOX_EPS = 1e-6  # how far outside the image a box edge may lie (rounding) before it is refused
 
 

@@ -1,6 +1,8 @@
 """YOLO txt: beside each image a ``.txt`` with ``class cx cy w h`` lines (normalized), class
 names in ``classes.txt`` (one per line) or ``data.yaml`` (``names``). Images may sit with
-their labels or in ``images/`` with labels in ``labels/`` (the Ultralytics layout).
+their labels or in ``images/`` with labels in ``labels/`` (the Ultralytics layout). Split folders keep
+their split: ``images/train|val|test/…`` (labels in ``labels/<split>/…``) or ``train|valid|test/images/…``
+(labels in ``<split>/labels/…``); an export whose inputs all carry a split writes ``images/<split>/``.
 
 Hostile folders: ``classes.txt``, ``data.yaml`` and label files are at most
 ``MAX_TEXT_BYTES`` each and must lie inside the folder (links out are refused);
@@ -18,11 +20,14 @@ from deeptrain.errors import InvalidInput
 from deeptrain.formats.records import (
     ExportItem,
     ImportRecord,
+    SPLIT_FOLDERS,
     ReaderItem,
     Region,
     Rejection,
+    export_split_folders,
     file_reader,
     is_inside,
+    split_folder,
     walk_files,
     write_file,
 )
@@ -79,10 +84,22 @@ def _class_names(root: Path) -> list[str]:
 
 def _label_path(root: Path, image: Path) -> Path:
     beside = image.with_suffix(".txt")
-    rel = image.relative_to(root)
-    if rel.parts[0] == "images":
-        return root.joinpath("labels", *rel.parts[1:]).with_suffix(".txt")
+    parts = image.relative_to(root).parts
+    if parts[0] == "images":
+        return root.joinpath("labels", *parts[1:]).with_suffix(".txt")
+    if len(parts) > 2 and parts[1] == "images" and split_folder(parts[0]):  # <split>/images/… (Roboflow)
+        return root.joinpath(parts[0], "labels", *parts[2:]).with_suffix(".txt")
     return beside
+
+
+def _split(root: Path, image: Path) -> str | None:
+    """The split of an image under ``images/<split>/`` or ``<split>/images/``; None elsewhere."""
+    parts = image.relative_to(root).parts
+    if len(parts) > 2 and parts[0] == "images":
+        return split_folder(parts[1])
+    if len(parts) > 2 and parts[1] == "images":
+        return split_folder(parts[0])
+    return None
 
 
 def _regions(root: Path, label_file: Path, names: list[str]) -> tuple[Region, ...]:
@@ -119,20 +136,23 @@ def read(root: Path) -> Iterator[ReaderItem]:
         except InvalidInput as exc:
             yield Rejection(str(path), str(exc))
             continue
-        yield ImportRecord(source=str(path), read_bytes=file_reader(path), regions=regions)
+        yield ImportRecord(source=str(path), read_bytes=file_reader(path), regions=regions, split=_split(root, path))
 
 
 def write(items: Iterable[ExportItem], out: Path, concepts: list[str]) -> int:
     index = {name: i for i, name in enumerate(concepts)}
     write_file(out / "classes.txt", "".join(f"{c}\n" for c in concepts).encode())
+    items = list(items)
+    by_split = export_split_folders(items)
     n = 0
     for item in items:
-        write_file(out / "images" / item.filename, item.read_bytes())
+        sub = (SPLIT_FOLDERS[item.split],) if by_split else ()  # type: ignore[index]
+        write_file(out.joinpath("images", *sub, item.filename), item.read_bytes())
         lines = []
         for r in item.regions:
             cx, cy = (r.left_col + r.right_col) / 2, (r.top_row + r.bottom_row) / 2
             w, h = r.right_col - r.left_col, r.bottom_row - r.top_row
             lines.append(f"{index[r.concept]} {cx:.10g} {cy:.10g} {w:.10g} {h:.10g}\n")
-        write_file(out / "labels" / f"{item.input_id}.txt", "".join(lines).encode())
+        write_file(out.joinpath("labels", *sub, f"{item.input_id}.txt"), "".join(lines).encode())
         n += 1
     return n

@@ -27,9 +27,10 @@ class _KeepLabelled:
 
 
 def preprocessed_bytes(task: str, plan: TrainPlan) -> int:
-    """Object-store size of both splits after ``Preprocessor``: per row the uint8 canvas and the label arrays."""
+    """Object-store size of the splits after ``Preprocessor``: per row the uint8 canvas and the label arrays."""
     labels = plan.max_boxes * (4 * 4 + 8) if task == "detection" else 4 * len(plan.concepts)
-    return (plan.num_train + plan.num_test) * (plan.canvas * plan.canvas * 3 + 2 * 4 + labels)
+    num_val = plan.num_val or plan.num_test  # no validation inputs: the test split stands in
+    return (plan.num_train + num_val + plan.num_test) * (plan.canvas * plan.canvas * 3 + 2 * 4 + labels)
 
 
 def cache_input(task: str, plan: TrainPlan, cache_fraction: float) -> dict[str, Any]:
@@ -64,9 +65,11 @@ def build_ray_dataset(ctx: Context, app_id: str, task: str, plan: TrainPlan, spl
 
 
 def input_datasets(ctx: Context, app_id: str, task: str, plan: TrainPlan, cached: bool) -> dict[str, Any]:
-    """The training and test splits; ``cached``: computed now, both at once (each Ray Data execution spends
-    most of its time starting up), and kept in the object store in row order, as a streamed run sees them."""
-    splits = {split: build_ray_dataset(ctx, app_id, task, plan, split) for split in ("train", "test")}
+    """The training, validation and test splits (``validation`` is the test split when the plan has no
+    validation inputs); ``cached``: computed now, all at once (each Ray Data execution spends most of its time
+    starting up), and kept in the object store in row order, as a streamed run sees them."""
+    sources = {"train": "train", "validation": plan.validation_split, "test": "test"}
+    splits = {name: build_ray_dataset(ctx, app_id, task, plan, split) for name, split in sources.items()}
     if not cached:
         return splits
     for ds in splits.values():

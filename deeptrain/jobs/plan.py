@@ -77,6 +77,12 @@ class TrainPlan:
     canvas: int
     max_boxes: int
     resources: WorkerResources = field(default_factory=WorkerResources)
+    num_val: int = 0  # labelled validation inputs; 0: the periodic evaluation falls back to the test split
+
+    @property
+    def validation_split(self) -> str:
+        """The split the periodic evaluation (and Tune) reads: validation, or test when there is none."""
+        return "validation" if self.num_val else "test"
 
     def to_json(self) -> bytes:
         record = {**asdict(self), "params": self.params.model_dump(mode="json"), "resources": asdict(self.resources)}
@@ -144,7 +150,8 @@ def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
         resources = replace(resources, cpus=ctx.settings.cpu_per_worker)
     resources.use_gpu(params.use_gpu)
     if dataset_version_id is None:
-        dataset = dataset_service.snapshot(ctx, app_id, test_fraction=params.test_fraction)
+        dataset = dataset_service.snapshot(ctx, app_id, test_fraction=params.test_fraction,
+                                           validation_fraction=params.validation_fraction)
     else:
         dataset = dataset_service.get_dataset(ctx, app_id, dataset_version_id)
     names = [c["id"] for c in dataset["concepts"]]
@@ -163,15 +170,15 @@ def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
     used = [[c for c in set(row) if class_map[c] >= 0] for row in per_row]
     _check_single_label(task, params, table.column("input_id").to_pylist(), used)
     keep = [bool(u) or task == "detection" for u in used]
-    num_train = sum(1 for k, s in zip(keep, split) if k and s == "train")
-    num_test = sum(1 for k, s in zip(keep, split) if k and s == "test")
+    num_train, num_val, num_test = (sum(1 for k, s in zip(keep, split) if k and s == name)
+                                    for name in ("train", "validation", "test"))
     if num_test == 0:
         raise InvalidInput(f"dataset version {dataset['id']} has no labelled test inputs to evaluate on; "
                            "import some with --split test or snapshot with a test_fraction")
     canvas, max_boxes = geometry(table, params.image_size)
     return TrainPlan(params=params, concepts=concepts, class_map=class_map, dataset_version_id=dataset["id"],
                      num_train=num_train, num_test=num_test, steps_per_epoch=params.steps_per_epoch(num_train),
-                     canvas=canvas, max_boxes=max_boxes, resources=resources)
+                     canvas=canvas, max_boxes=max_boxes, resources=resources, num_val=num_val)
 
 
 def save_plan(ctx: Context, prefix: str, plan: TrainPlan) -> None:

@@ -15,20 +15,21 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
-from deeptrain import __version__
 from deeptrain.config import Settings
 from deeptrain.errors import ClusterError, InvalidInput, NotFound
 from deeptrain.cluster import worker_env
+from deeptrain.jobs.wheel import checkout_root, project_wheel
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
 
-PACKAGES = ("image", "pip", "pip:REQUIREMENT", "local")
+PACKAGES = ("local", "pip", "pip:REQUIREMENT", "image")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # The job runs the module, not the console script: with --package local (or a pip
 # runtime env) the ``deeptrain`` script of the cluster's own environment may be absent.
@@ -36,12 +37,13 @@ ENTRYPOINT = ("python", "-m", "deeptrain.cli.main")
 META = {"command": "deeptrain.command", "app": "deeptrain.app", "model": "deeptrain.model",
         "version": "deeptrain.version"}
 LOG_TAIL_CHARS = 1500
+RAY_WORKING_DIR_VAR = "RAY_RUNTIME_ENV_CREATE_WORKING_DIR"  # the working_dir's path on the node, for pip
 
 
 # --- settings and runtime env ------------------------------------------------------------
 
 def cluster_settings_problems(storage_uri: str, database_url: str) -> list[str]:
-    """Why these settings cannot work on a multi-node cluster (empty when they can)."""
+    """Why these settings cannot work on a cluster with nodes on other machines (empty when they can)."""
     problems = []
     if storage_uri.startswith("file:"):
         problems.append(f"DEEPTRAIN_STORAGE is a local path ({storage_uri}) that the cluster's nodes cannot see; "
@@ -52,39 +54,105 @@ def cluster_settings_problems(storage_uri: str, database_url: str) -> list[str]:
     return problems
 
 
-def job_env(settings: Settings, overrides: dict[str, str] | None = None) -> dict[str, str]:
+def settings_problems(settings: Settings, overrides: dict[str, str] | None = None) -> list[str]:
+    """Local paths among this side's settings or the job's (``overrides``): fine only on this machine."""
+    env = {**settings.as_env(), **(overrides or {})}
+    problems = cluster_settings_problems(settings.storage_uri, settings.database_url)
+    return problems + [p for p in cluster_settings_problems(env["DEEPTRAIN_STORAGE"], env["DEEPTRAIN_DATABASE_URL"])
+                       if p not in problems]
+
+
+def on_this_machine(ip: str) -> bool:
+    """Whether ``ip`` is an address of this machine (a socket can bind to it; all of 127.0.0.0/8 is)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as probe:
+            probe.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+
+
+def job_env(settings: Settings, overrides: dict[str, str] | None = None,
+            node_ips: list[str] | None = None) -> dict[str, str]:
     """Environment of the job: this side's storage, database and AWS settings, then ``overrides``
-    (e.g. the storage endpoint as the cluster sees it). DEEPTRAIN_HOME stays the cluster's own."""
+    (e.g. the storage endpoint as the cluster sees it). DEEPTRAIN_HOME stays the cluster's own.
+
+    A local storage path or a SQLite file is refused unless ``node_ips`` (the cluster's live
+    nodes, ``cluster_node_ips``) are all on this machine: then every node sees the same paths."""
     env = {k: v for k, v in worker_env(settings).items() if k != "DEEPTRAIN_HOME"}
     env.update(overrides or {})
-    problems = cluster_settings_problems(settings.storage_uri, settings.database_url)
-    if overrides:
-        problems += [p for p in cluster_settings_problems(env["DEEPTRAIN_STORAGE"], env["DEEPTRAIN_DATABASE_URL"])
-                     if p not in problems]
-    if problems:
-        raise InvalidInput("a Ray cluster needs shared storage and a shared database: " + "; ".join(problems))
-    return env
+    problems = settings_problems(settings, overrides)
+    if not problems or (node_ips and all(on_this_machine(ip) for ip in node_ips)):
+        return env
+    elsewhere = [ip for ip in node_ips or [] if not on_this_machine(ip)]
+    where = (f"the cluster has nodes on other machines ({', '.join(elsewhere)})" if elsewhere
+             else "they work only when every node of the cluster runs on this machine")
+    raise InvalidInput("a Ray cluster needs storage and a database every node can reach: " + "; ".join(problems)
+                       + f" ({where})")
+
+
+def cluster_node_ips(client) -> list[str]:
+    """The IP addresses of the cluster's live nodes, from the dashboard's state API."""
+    from ray.util.state import list_nodes
+
+    try:
+        nodes = list_nodes(address=client.get_address(), filters=[("state", "=", "ALIVE")],
+                           raise_on_missing_output=False)
+    except Exception as exc:
+        raise ClusterError(f"cannot list the nodes of the Ray cluster at {client.get_address()}: {exc}") from None
+    return sorted({n.node_ip for n in nodes})
+
+
+def check_submission(ctx: Context, package: str, env: dict[str, str] | None = None,
+                     address: str | None = None) -> None:
+    """Refuse, before anything is recorded, a bad package mode and settings the cluster cannot use.
+
+    With local paths in the settings the cluster is asked where its nodes run (an
+    unreachable one is a ClusterError here); otherwise it is not contacted."""
+    node_ips = None
+    if settings_problems(ctx.settings, env):
+        node_ips = cluster_node_ips(connect(address, ctx.settings.cluster_connect_timeout_s))
+    runtime_env(package, job_env(ctx.settings, env, node_ips), wheel_cache(ctx))
+
+
+def wheel_cache(ctx: Context) -> Path:
+    return ctx.settings.home / "wheels"
 
 
 def _source_packages() -> list[str]:
     """This checkout's packages (deeptrain and, next to it, serve), to ship with --package local."""
-    root = Path(__file__).resolve().parents[2]
+    root = checkout_root()
     return [str(p) for p in (root / "deeptrain", root / "serve") if (p / "__init__.py").exists()]
 
 
-def runtime_env(package: str, env_vars: dict[str, str]) -> dict[str, Any]:
+def _pip_spec(package: str, cache_dir: Path | None) -> dict[str, Any]:
+    """pip: this checkout's own wheel, uploaded as the job's working_dir and installed from there
+    with the dependencies the nodes lack (never ``deeptrain`` from an index, where that name is
+    another project's); ``pip:REQUIREMENT``: that requirement."""
+    if package.startswith("pip:"):
+        requirement = package[4:].strip()
+        if not requirement:
+            raise InvalidInput("--package pip:REQUIREMENT needs a requirement after 'pip:', e.g. a wheel's URL")
+        return {"pip": {"packages": [requirement], "pip_check": False}}
+    wheel = project_wheel(cache_dir or Path(tempfile.gettempdir()) / "deeptrain-wheels")
+    upload = wheel.parents[1]  # <hash>/: the inner <hash>/ makes the install path differ per content
+    installed = f"${{{RAY_WORKING_DIR_VAR}}}/{wheel.relative_to(upload).as_posix()}"
+    return {"working_dir": str(upload), "pip": {"packages": [installed], "pip_check": False}}
+
+
+def runtime_env(package: str, env_vars: dict[str, str], cache_dir: Path | None = None) -> dict[str, Any]:
     """The job's Ray runtime env: how it gets this package, and its environment variables.
 
-    image: nothing to install, the cluster's image has this version (cluster/Dockerfile);
-    pip: ``pip install deeptrain==<this version>`` on the cluster (``pip:REQUIREMENT`` for
-    another one, e.g. a wheel URL); local: ship this checkout's code (development clusters
-    whose image has the dependencies).
+    local (default): ship this checkout's ``deeptrain/`` and ``serve/`` as ``py_modules``
+    (the nodes have the dependencies, e.g. cluster/Dockerfile's image); pip: ship this
+    checkout's wheel (built into ``cache_dir``) and pip-install it there with its
+    dependencies (``pip:REQUIREMENT`` for another requirement, e.g. a wheel URL); image:
+    nothing, the nodes have this version installed.
     """
     if package == "image":
         spec: dict[str, Any] = {}
     elif package == "pip" or package.startswith("pip:"):
-        requirement = package[4:].strip() or f"deeptrain=={__version__}"
-        spec = {"pip": {"packages": [requirement], "pip_check": False}}
+        spec = _pip_spec(package, cache_dir)
     elif package == "local":
         spec = {"py_modules": _source_packages(), "excludes": ["__pycache__", "*.pyc"]}
     else:
@@ -142,11 +210,13 @@ def new_job_id(version_id: str | None = None) -> str:
 
 
 def submit_cli(ctx: Context, argv: list[str], *, metadata: dict[str, str], job_id: str | None = None,
-               address: str | None = None, package: str = "image", env: dict[str, str] | None = None) -> dict[str, Any]:
+               address: str | None = None, package: str = "local", env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the deeptrain command line ``argv`` (e.g. ``["tune", ...]``) as a Ray Job; returns the job."""
     job_id = job_id or new_job_id()
-    spec = runtime_env(package, {**job_env(ctx.settings, env), "DEEPTRAIN_JOB_ID": job_id})
     client = connect(address, ctx.settings.cluster_connect_timeout_s)
+    node_ips = cluster_node_ips(client) if settings_problems(ctx.settings, env) else None
+    spec = runtime_env(package, {**job_env(ctx.settings, env, node_ips), "DEEPTRAIN_JOB_ID": job_id},
+                       wheel_cache(ctx))
     try:
         client.submit_job(entrypoint=shlex.join([*ENTRYPOINT, *argv]), submission_id=job_id, metadata=metadata,
                           runtime_env=spec)
@@ -157,17 +227,18 @@ def submit_cli(ctx: Context, argv: list[str], *, metadata: dict[str, str], job_i
 
 def submit_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None, *,
                     workers: int = 1, dataset_version_id: str | None = None, resources=None,
-                    resume: str | None = None, address: str | None = None, package: str = "image",
+                    resume: str | None = None, address: str | None = None, package: str = "local",
                     env: dict[str, str] | None = None) -> dict[str, Any]:
     """Queue a version (or take version ``resume`` again) and run it as a Ray Job: ``{"job", "version"}``.
 
-    Refused before anything is recorded: settings a cluster cannot use, a bad package mode,
-    anything ``plan_training`` refuses. Recorded as a failed version: an unreachable
-    cluster, a job the cluster refuses.
+    Refused before anything is recorded: settings a cluster cannot use (local paths when
+    a node of the cluster is on another machine), a bad package mode, anything
+    ``plan_training`` refuses. Recorded as a failed version: an unreachable cluster (with
+    shared storage; with local paths it is contacted first), a job the cluster refuses.
     """
     from deeptrain.jobs.train import queue_version, recording_failure
 
-    runtime_env(package, job_env(ctx.settings, env))
+    check_submission(ctx, package, env, address)
     if resume:
         version = _take_back(ctx, app_id, model_id, resume, address)
     else:

@@ -95,7 +95,7 @@ def _trainer(ctx: Context, key: tuple[str, str, str], task: str, template: str, 
         run_config=ray.train.RunConfig(
             name="ray", storage_path=ctx.storage.path(prefix), storage_filesystem=ctx.storage.fs,
             failure_config=ray.train.FailureConfig(max_failures=ctx.settings.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=max(1, ctx.settings.keep_checkpoints)),
             worker_runtime_env={"env_vars": worker_env(ctx.settings)}, callbacks=callbacks),
         datasets=input_datasets(ctx, key[0], task, plan, pipeline["mode"] == "cached"),
         # preserve_order: with a seeded local shuffle, one worker sees the same batches on every run,
@@ -122,6 +122,9 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
 
         ensure_ray()
         os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)  # read by fit()
+        # what the CLI shows until the workers report ("warming up", then epochs: RayHost.phase in jobs/worker.py)
+        model_service.update_version(ctx, *key, progress={**(version.get("progress") or {}), "phase": "reading data",
+                                                          "phases": ["reading data"]})
         trainer = _trainer(ctx, key, model["task"], model["template"], plan, version["artifacts"],
                            list(callbacks or []))
         model_service.update_version(ctx, *key, status="training", error=None, cancel_requested=False)
@@ -147,6 +150,7 @@ def finish_version(ctx: Context, app_id: str, model_id: str, version_id: str, pl
     """Write a version's weights, manifest and report from a checkpoint's state and record it as ``status``
     with the metrics of its last evaluation; ``progress`` adds fields to the version's progress record."""
     from deeptrain.artifacts import write_manifest, write_weights
+    from deeptrain.training.loop import version_metrics
     from deeptrain.training.report import write_report
 
     key = (app_id, model_id, version_id)
@@ -154,15 +158,18 @@ def finish_version(ctx: Context, app_id: str, model_id: str, version_id: str, pl
     model = model_service.get_model(ctx, app_id, model_id)
     prefix = version["artifacts"]
     history = state["history"]
-    metrics = next((h["metrics"] for h in reversed(history) if h["metrics"]), {})
+    metrics = version_metrics(history, plan.validation_split)  # test metrics, with the validation ones inside
     write_weights(ctx.storage, prefix, state["model"])
     dataset = dataset_service.get_dataset(ctx, app_id, plan.dataset_version_id)
     write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
     write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
     live = version.get("progress") or {}  # keeps the last placement of the workers
-    return model_service.update_version(ctx, *key, status=status, metrics=metrics,
+    done = model_service.update_version(ctx, *key, status=status, metrics=metrics,
                                         progress={**live, "history": history, "restores": state.get("restores", []),
                                                   **progress})
+    if status == "trained":  # recorded first: a crash before this leaves a resumable version
+        model_service.prune_checkpoints(ctx, prefix)
+    return done
 
 
 def queue_version(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,
@@ -190,9 +197,7 @@ def train(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | 
 
 def resume(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
     """Run a queued version, or continue an interrupted one from its last checkpoint."""
-    version = model_service.get_version(ctx, app_id, model_id, version_id)
-    if version["status"] == "trained":
-        raise InvalidInput(f"version {version_id!r} is already trained")
+    version = model_service.resumable_version(ctx, app_id, model_id, version_id)
     with recording_failure(ctx, (app_id, model_id, version_id)):
         plan = load_plan(ctx, version)
     return run_version(ctx, app_id, model_id, version_id, plan)

@@ -5,7 +5,8 @@ A ``Tuner`` runs one trial per sampled configuration. A trial is a *driver funct
 does, records it as a real model version tagged with the run, and runs that version's
 ``TorchTrainer`` through ``deeptrain.jobs.train.run_version``. Its Ray Train reports
 reach Tune through ``TuneReportCallback``, forwarded only on the epochs the loop
-evaluated, so the scheduler (ASHA, ``time_attr="epoch"``) compares fresh test metrics.
+evaluated, so the scheduler (ASHA, ``time_attr="epoch"``) compares fresh validation metrics;
+the best trial is chosen on them too, and each trial's test metrics are only reported.
 
 Resources: a trial's driver reserves no CPU (a tiny memory bundle only), its Train
 workers reserve ``num_workers x Settings.cpu_per_worker`` CPUs of their own, and each running
@@ -44,7 +45,7 @@ from deeptrain.services import models as model_service
 from deeptrain.services import tune_runs
 from deeptrain.services.context import Context
 from deeptrain.templates import get_template
-from deeptrain.training.metrics import TASK_METRICS
+from deeptrain.training.metrics import TASK_METRICS, unreported_metric
 from deeptrain.tune_space import check_space, describe_domain
 
 TRIAL_DRIVER_RESOURCES = {"memory": 1 << 20}  # a bundle needs some resource; CPU would starve Ray Data
@@ -126,17 +127,21 @@ def check_run(ctx: Context, app_id: str, model_id: str, space: Mapping[str, Any]
     params = dict(params or {})
     if trials < 1:
         raise InvalidInput(f"--trials must be >= 1, got {trials}")
-    metrics = TASK_METRICS[model["task"]]
-    metric = metric or metrics[0]
-    if metric not in metrics:
-        raise InvalidInput(f"metric {metric!r} is not one that {model['task']} reports; use one of "
-                           f"{', '.join(metrics)}")
+    metric = metric or TASK_METRICS[model["task"]][0]
+    if problem := unreported_metric(model["task"], metric):
+        raise InvalidInput(problem)
     check_scheduler_name(scheduler)
     overlap = sorted(set(space) & set(params))
     if overlap:
         raise InvalidInput(f"{', '.join(overlap)} given both in the search space and as a fixed --param")
     checked = check_space(template, params, space, num_workers, model_params=model["params"])
     plan = plan_job.plan_training(ctx, app_id, model_id, params, dataset_version_id, num_workers)
+    if problem := unreported_metric(model["task"], metric, len(plan.concepts)):  # e.g. top5 of 4 concepts
+        raise InvalidInput(problem)
+    if not plan.num_val:
+        raise InvalidInput(f"dataset version {plan.dataset_version_id} has no labelled validation inputs, and Tune "
+                           "chooses on validation, never on test: import some with --split val, or snapshot with a "
+                           "larger --validation-fraction (or more training inputs)")
     with warnings.catch_warnings():  # check_space has warned about what these values share
         warnings.simplefilter("ignore", UserWarning)
         for name, values in checked.items():  # values that depend on the data, e.g. batch_size vs items per epoch
@@ -209,7 +214,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
 
 
 def _last_evaluation(version: dict[str, Any]) -> dict[str, Any]:
-    metrics = version.get("metrics") or {}
+    metrics = (version.get("metrics") or {}).get("validation") or {}
     return {**{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"},
             "epoch": metrics.get("epoch", 0), "eval_epoch": metrics.get("epoch", 0)}
 

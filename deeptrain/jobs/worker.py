@@ -9,7 +9,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from deeptrain.config import Settings
 from deeptrain.services import models as model_service
@@ -18,21 +18,42 @@ from deeptrain.training.loop import TrainSpec, run_training
 
 
 class RayData:
-    """This worker's shard of the training split (reshuffled every pass) and the test split."""
+    """This worker's shard of the training split (reshuffled every pass), the validation and the test split."""
 
-    def __init__(self, seed: int, local_batch: int):
+    def __init__(self, seed: int, local_batch: int, on_first_batch: Callable[[], None] | None = None):
         self.seed, self.local_batch = seed, local_batch
+        self.on_first_batch = on_first_batch  # called once, when this worker's first batch has arrived
 
     def train_batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+        batches = self._shard_batches(epoch)
+        if self.on_first_batch is not None:
+            first = next(batches)
+            self.on_first_batch, called = None, self.on_first_batch
+            called()
+            yield first
+        yield from batches
+
+    def _shard_batches(self, epoch: int) -> Iterator[dict[str, Any]]:
         import ray.train
 
         shard = ray.train.get_dataset_shard("train")
         passes = 0
         while True:
-            yield from shard.iter_torch_batches(
-                batch_size=self.local_batch, drop_last=True, local_shuffle_buffer_size=max(self.local_batch * 4, 256),
-                local_shuffle_seed=self.seed * 100_003 + epoch * 101 + passes)
+            batches = 0
+            for batch in shard.iter_torch_batches(
+                    batch_size=self.local_batch, drop_last=True, local_shuffle_buffer_size=max(self.local_batch * 4, 256),
+                    local_shuffle_seed=self.seed * 100_003 + epoch * 101 + passes):
+                batches += 1
+                yield batch
+            if batches == 0:  # a shard smaller than one batch would be read again and again, forever
+                raise RuntimeError(f"this worker's share of the training split holds fewer than {self.local_batch} "
+                                   "inputs (its batch); lower batch_size or the number of workers, or add inputs")
             passes += 1
+
+    def validation_batches(self):
+        import ray.train
+
+        return ray.train.get_dataset_shard("validation").iter_torch_batches(batch_size=64)
 
     def test_batches(self):
         import ray.train
@@ -67,6 +88,7 @@ class RayHost:
         self.version = version
         self._ctx: Context | None = None
         self._last_progress = 0.0
+        self.phases: list[str] = []  # this run's phases (see ``phase``)
         self.input_pipeline = input_pipeline
         self.workers = self._placement()
 
@@ -107,6 +129,20 @@ class RayHost:
     def all_reduce_mean(self, value: float) -> float:
         return self._all_reduce(value, "sum") / self.world_size
 
+    def replicas_in_sync(self, model) -> bool | None:
+        """Whether every worker holds the same weights: DDP keeps them so (each applies the same averaged
+        gradients), a broken all-reduce does not. A per-tensor fingerprint (sum, sum of squares), gathered."""
+        if self.world_size == 1:
+            return None
+        import torch
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            mine = torch.stack([f for p in model.parameters() for f in (p.double().sum(), p.double().square().sum())])
+        everyone = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(everyone, mine)
+        return all(torch.allclose(everyone[0], other, rtol=1e-9, atol=0) for other in everyone[1:])
+
     def restore(self) -> dict[str, Any] | None:
         import ray.train
         import torch
@@ -132,8 +168,22 @@ class RayHost:
         now = time.monotonic()
         if now - self._last_progress >= self.PROGRESS_EVERY_S:
             self._last_progress = now
-            model_service.update_progress(self.ctx, *self.version,
-                                          {**info, "workers": self.workers, "input": self.input_pipeline})
+            model_service.update_progress(self.ctx, *self.version, {**info, "phases": self.phases,
+                                                                    "workers": self.workers,
+                                                                    "input": self.input_pipeline})
+
+    def phase(self, name: str) -> None:
+        """Record what the run is doing before its first step reports progress: ``phase``, and ``phases``, every
+        phase of this run so far (the driver's first), which later progress records keep, so that a follower
+        polling the record misses none (the CLI's bar)."""
+        if self.rank == 0:
+            if not self.phases:
+                self.phases = list((model_service.get_version(self.ctx, *self.version).get("progress") or {})
+                                   .get("phases") or [])
+            self.phases.append(name)
+            model_service.update_progress(self.ctx, *self.version, {"phase": name, "phases": self.phases,
+                                                                    "workers": self.workers,
+                                                                    "input": self.input_pipeline})
 
     def should_stop(self) -> bool:
         flag = 1.0 if self.rank == 0 and model_service.cancel_requested(self.ctx, *self.version) else 0.0
@@ -144,5 +194,6 @@ def ray_train_loop(config: dict[str, Any]) -> None:
     """``train_loop_per_worker``: the plain loop, hosted by Ray Train."""
     spec: TrainSpec = config["spec"]
     host = RayHost(tuple(config["version"]), config["input"])
-    data = RayData(spec.params.seed, spec.params.local_batch(host.world_size))
+    # the first step builds kernels and buffers (and compiles, where compiled): "warming up" until it reports
+    data = RayData(spec.params.seed, spec.params.local_batch(host.world_size), lambda: host.phase("warming up"))
     run_training(spec, data, host)

@@ -106,7 +106,8 @@ class HyperParams(BaseModel):
         "after init_epochs, multiply the learning rate by lrate_step_factor every step_epochs epochs",
         ">= 1"), ge=1)
     test_freq: int = _field(1, _seed(
-        "evaluate on the test split every test_freq epochs, and always after the last", ">= 1"), ge=1)
+        "evaluate on the validation split every test_freq epochs, and always after the last (then the test "
+        "split too, once)", ">= 1"), ge=1)
     use_perclass_regression: bool = _field(False, _seed(
         "detection: true gives num_classes sets of 4 box regressors per anchor, false one set",
         "true/false"))
@@ -142,6 +143,10 @@ class HyperParams(BaseModel):
     test_fraction: float = _field(0.1, _service(
         "added by the service: fraction of the inputs put in the test split when they carry no split",
         "(0, 1)"), gt=0, lt=1, allow_inf_nan=False)
+    validation_fraction: float = _field(0.1, _service(
+        "added by the service: when a dataset version has no validation inputs, the fraction of its training "
+        "inputs carved into validation by content hash (what Tune and the periodic evaluation read)",
+        "[0, 1)"), ge=0, lt=1, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _derive_lrate(self) -> "HyperParams":
@@ -189,10 +194,12 @@ class HyperParams(BaseModel):
         return self.batch_size // max(1, world_size)
 
     def steps_per_epoch(self, num_train: int) -> int:
-        """Optimizer steps per epoch: ``(num_items_per_epoch or num_train) // batch_size``."""
+        """Optimizer steps per epoch: ``(num_items_per_epoch or num_train) // batch_size``; a batch needs at
+        least ``batch_size`` training inputs to draw from."""
         items = self.num_items_per_epoch or num_train
-        if items < self.batch_size:
-            raise InvalidInput(f"batch_size {self.batch_size} is larger than the {items} training items per epoch; "
+        if min(items, num_train) < self.batch_size:
+            what = "training items per epoch" if items < num_train else "training items"
+            raise InvalidInput(f"batch_size {self.batch_size} is larger than the {min(items, num_train)} {what}; "
                                "lower batch_size or add inputs")
         return items // self.batch_size
 

@@ -5,6 +5,12 @@ Layout under ``apps/<app>/datasets/<version>/``: ``part-00000.parquet`` … (abo
 last: a version exists once its manifest does. The version id is derived from the content
 hash, so the same inputs and labels always give the same version, and snapshotting
 unchanged data returns the existing version instead of writing a copy.
+
+Splits: an input keeps the split it was imported with; one without goes to test with
+probability ``test_fraction``, drawn from its content hash. A version with no imported
+validation inputs gets ``validation_fraction`` of its training inputs carved into validation,
+drawn from another part of the content hash (so both draws are reproducible and independent),
+never a concept's last training input; the manifest's ``validation`` says which happened.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from sqlalchemy import select
 
 from deeptrain.errors import InvalidInput, NotFound
 from deeptrain.services.context import Context, app_prefix, require_app
-from deeptrain.services.inputs import SPLITS, iter_inputs
+from deeptrain.formats.records import SPLITS
+from deeptrain.services.inputs import iter_inputs
 from deeptrain.store import Concept, DatasetVersion
 
 SCHEMA_VERSION = 1
@@ -61,9 +68,51 @@ class _Row:
     split: str
 
 
+CARVED = "carved from train by content hash"
+
+
 def assign_split(sha256: str, test_fraction: float) -> str:
     """A stable split for inputs that carry none: by their content hash."""
     return "test" if int(sha256[:8], 16) / 2**32 < test_fraction else "train"
+
+
+def _validation_draw(sha256: str) -> float:
+    """The draw that carves validation from train: hash digits the test draw does not use."""
+    return int(sha256[8:16], 16) / 2**32
+
+
+def carve_validation(rows: list[_Row], fraction: float) -> int:
+    """Move ``fraction`` of the training rows to validation by content hash; returns how many moved.
+
+    Rows whose draw falls below ``fraction`` are taken in draw order, at most ``fraction`` of the
+    training rows rounded down (so an app of a few images keeps them all for training), and a row is
+    kept in train when it is the last training input of one of its concepts (positives or boxes), so
+    a concept that trains without carving still does.
+    """
+    train = sorted((r for r in rows if r.split == "train"), key=lambda r: (_validation_draw(r.sha256), r.input_id))
+    left = Counter(c for r in train for c in _trained_concepts(r))
+    carved, most = 0, int(fraction * len(train))
+    for r in train:
+        if _validation_draw(r.sha256) >= fraction or carved == most:
+            break
+        concepts = _trained_concepts(r)
+        if any(left[c] <= 1 for c in concepts):
+            continue
+        left.subtract(concepts)
+        r.split = "validation"
+        carved += 1
+    return carved
+
+
+def _trained_concepts(r: _Row) -> set[str]:
+    return {*r.concepts, *(b[4] for b in r.boxes)}
+
+
+def validation_record(rows: list[_Row], fraction: float, carved: int | None) -> dict[str, Any]:
+    """The manifest's account of the validation split: imported, or carved (and how), and its size."""
+    if carved is None:
+        return {"source": "imported", "count": sum(1 for r in rows if r.split == "validation")}
+    return {"source": CARVED, "fraction": fraction, "count": carved}
 
 
 def _collect(ctx: Context, app_id: str, test_fraction: float) -> list[_Row]:
@@ -122,7 +171,7 @@ def _counts(rows: list[_Row], concept_ids: list[str]) -> dict[str, Any]:
     per_split = Counter(r.split for r in rows)
     per_concept: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
-        for c in r.concepts:
+        for c in _trained_concepts(r):  # inputs with the concept, as a label or in a box, per split
             per_concept[c][r.split] += 1
         for c in r.negatives:
             per_concept[c]["negatives"] += 1
@@ -133,7 +182,7 @@ def _counts(rows: list[_Row], concept_ids: list[str]) -> dict[str, Any]:
         "splits": {s: per_split.get(s, 0) for s in SPLITS},
         "labelled": sum(1 for r in rows if r.concepts or r.negatives or r.boxes),
         "concepts": {
-            c: {k: per_concept[c].get(k, 0) for k in ("train", "test", "negatives", "boxes")} for c in concept_ids
+            c: {k: per_concept[c].get(k, 0) for k in (*SPLITS, "negatives", "boxes")} for c in concept_ids
         },
     }
 
@@ -143,17 +192,23 @@ def version_prefix(app_id: str, version_id: str) -> str:
 
 
 def snapshot(
-    ctx: Context, app_id: str, *, test_fraction: float = 0.1, on_progress: Callable[[int], None] | None = None
+    ctx: Context, app_id: str, *, test_fraction: float = 0.1, validation_fraction: float = 0.1,
+    on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Write (or find) the dataset version of the app's current inputs and labels."""
     if not 0 < test_fraction < 1:
         raise InvalidInput(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if not 0 <= validation_fraction < 1:
+        raise InvalidInput(f"validation_fraction must be at least 0 and below 1, got {validation_fraction}")
     with ctx.store.session() as s:
         require_app(s, app_id)
         names = {c.id: c.name for c in s.scalars(select(Concept).where(Concept.app_id == app_id))}
     rows = _collect(ctx, app_id, test_fraction)
     if not rows:
         raise InvalidInput(f"app {app_id!r} has no inputs to snapshot; import some first")
+    imported = any(r.split == "validation" for r in rows)
+    validation = validation_record(rows, validation_fraction,
+                                   None if imported else carve_validation(rows, validation_fraction))
     used = sorted({c for r in rows for c in (*r.concepts, *r.negatives, *(b[4] for b in r.boxes))})
     concepts = [(cid, names[cid]) for cid in used]
     content_hash = _content_hash(rows, concepts)
@@ -180,6 +235,7 @@ def snapshot(
         "content_hash": content_hash,
         "schema_version": SCHEMA_VERSION,
         "test_fraction": test_fraction,
+        "validation": validation,
         "concepts": [{"id": cid, "name": name} for cid, name in concepts],
         "counts": _counts(rows, used),
         "files": files,

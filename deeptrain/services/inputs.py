@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session, selectinload
 
 from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
 from deeptrain.formats import FORMATS, ExportItem, ImportRecord, Region, Rejection, get_format
-from deeptrain.formats.records import normalize_box
+from deeptrain.formats.records import canonical_split, normalize_box
 from deeptrain.ids import check_input_id
 from deeptrain.images import ImageInfo, inspect_image
 from deeptrain.services.concepts import ConceptResolver
 from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.services.labels import Duplicate, reconcile_duplicates
 from deeptrain.store import Annotation, Concept, Input
 
-SPLITS = ("train", "test")
 BATCH_SIZE = 256
 
 ProgressFn = Callable[[int], None]
@@ -41,6 +41,8 @@ ProgressFn = Callable[[int], None]
 class ImportReport:
     imported: int = 0
     duplicates: int = 0
+    updated: int = 0  # duplicates whose labels were replaced by the import's (update_labels)
+    differing_labels: int = 0  # duplicates whose stored labels differ from the import's and were kept
     rejected: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -57,6 +59,8 @@ class ImportReport:
         return {
             "imported": self.imported,
             "duplicates": self.duplicates,
+            "updated": self.updated,
+            "differing_labels": self.differing_labels,
             "rejected": self.rejected,
             "seconds": round(self.seconds, 3),
             "images_per_s": round(rate, 1),
@@ -70,6 +74,7 @@ class _Checked:
     regions: tuple[Region, ...] = ()
     error: str | None = None
     duplicate: bool = False
+    existing_id: str | None = None  # the input a duplicate's bytes belong to
 
 
 def input_key(app_id: str, info: ImageInfo) -> str:
@@ -82,8 +87,7 @@ _SHA_QUERY = select(Input.id).where(Input.app_id == bindparam("app_id"), Input.s
 def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
     """Worker stage: read, validate, de-duplicate and store one image."""
     try:
-        if record.split is not None and record.split not in SPLITS:
-            raise InvalidInput(f"split {record.split!r} is not one of {', '.join(SPLITS)}")
+        record.split = canonical_split(record.split)
         if record.input_id is not None:
             check_input_id(record.input_id)
         overlap = set(record.concepts) & set(record.negatives)
@@ -103,7 +107,7 @@ def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
         with ctx.store.engine.connect() as conn:
             found = conn.execute(_SHA_QUERY, {"app_id": app_id, "sha256": info.sha256}).first()
         if found is not None:
-            return _Checked(record, info, regions, duplicate=True)
+            return _Checked(record, info, regions, duplicate=True, existing_id=found.id)
         ctx.storage.put_bytes(input_key(app_id, info), data)
         return _Checked(record, info, regions)
     except DeeptrainError as exc:
@@ -175,18 +179,21 @@ def import_records(
     *,
     split: str | None = None,
     on_progress: ProgressFn | None = None,
+    update_labels: bool = False,
 ) -> ImportReport:
-    """Run records through the import pipeline; ``split`` overrides each record's own."""
+    """Run records through the import pipeline; ``split`` overrides each record's own. A record whose bytes
+    the app already has is a duplicate: its labels replace the stored ones with ``update_labels``, else they
+    are only compared (``differing_labels``); see ``services.labels``."""
     with ctx.store.session() as s:
         require_app(s, app_id)
-    if split is not None and split not in SPLITS:
-        raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    split = canonical_split(split)
     report = ImportReport()
     resolver = ConceptResolver(app_id)
     start = time.perf_counter()
     window = max(1, ctx.settings.import_workers) * 4
     pending: deque[Future[_Checked]] = deque()
     batch: list[_Checked] = []
+    dups: list[Duplicate] = []
 
     def drain(limit: int) -> None:
         while len(pending) > limit:
@@ -195,6 +202,9 @@ def import_records(
                 report.reject(c.record.source, c.error)
             elif c.duplicate:
                 report.duplicates += 1
+                dups.append(Duplicate(c.existing_id, c.record, c.regions))  # type: ignore[arg-type]
+                if len(dups) >= BATCH_SIZE:
+                    reconcile_duplicates(ctx, app_id, dups, report, resolver, update_labels)
             else:
                 batch.append(c)
                 if len(batch) >= BATCH_SIZE:
@@ -217,6 +227,7 @@ def import_records(
         drain(0)
     if batch:
         _commit(ctx, app_id, batch, report, resolver)
+    reconcile_duplicates(ctx, app_id, dups, report, resolver, update_labels)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -247,14 +258,14 @@ def read_input_url(ctx: Context, app_id: str, url: str) -> bytes:
 
 def import_path(
     ctx: Context, app_id: str, path: str | Path, fmt: str, *, split: str | None = None,
-    on_progress: ProgressFn | None = None,
+    on_progress: ProgressFn | None = None, update_labels: bool = False,
 ) -> ImportReport:
-    """Import a folder or file in one of the supported formats."""
+    """Import a folder or file in one of the supported formats (``update_labels``: see ``import_records``)."""
     spec = get_format(fmt)
     path = Path(path)
     spec.check_path(path, ctx.settings.max_label_file_bytes)
     reader = spec.reader(path, lambda url: read_input_url(ctx, app_id, url))
-    return import_records(ctx, app_id, reader, split=split, on_progress=on_progress)
+    return import_records(ctx, app_id, reader, split=split, on_progress=on_progress, update_labels=update_labels)
 
 
 def count_candidates(path: str | Path, fmt: str) -> int | None:
@@ -322,6 +333,11 @@ def get_input(ctx: Context, app_id: str, input_id: str) -> Input:
         if inp is None:
             raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
         return inp
+
+
+def input_record(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
+    """An input with its labels, as ``list_inputs`` gives it."""
+    return _input_dict(get_input(ctx, app_id, input_id))
 
 
 def get_input_bytes(ctx: Context, app_id: str, input_id: str) -> bytes:

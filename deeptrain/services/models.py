@@ -5,11 +5,12 @@ Training itself runs in ``deeptrain.jobs``; this module owns the records it upda
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
@@ -21,6 +22,7 @@ from deeptrain.templates import TemplateError, get_template
 
 STATUSES = ("queued", "training", "trained", "failed", "cancelled")
 FINAL = ("trained", "failed", "cancelled")
+CHECKPOINT_DIR = "ray"  # Ray Train's run folder (checkpoints, controller state) under a version's prefix
 
 
 def _now() -> datetime:
@@ -86,20 +88,94 @@ def list_models(ctx: Context, app_id: str) -> list[dict[str, Any]]:
         return [model_dict(m) for m in s.scalars(select(Model).where(Model.app_id == app_id).order_by(Model.id))]
 
 
-def delete_model(ctx: Context, app_id: str, model_id: str) -> dict[str, Any]:
+def _refuse_busy(s, app_id: str, model_id: str, version_id: str | None, force: bool) -> None:
+    """Refuse to delete versions recorded as queued or training unless ``force`` (a run whose driver died
+    stays ``training`` for good; with ``force`` a run still alive fails when it next records)."""
+    q = select(ModelVersion.id).where(ModelVersion.app_id == app_id, ModelVersion.model_id == model_id,
+                                      ModelVersion.status.in_(("queued", "training")))
+    busy = s.scalars(q if version_id is None else q.where(ModelVersion.id == version_id)).all()
+    if busy and not force:
+        raise Conflict(f"model {model_id!r} has versions queued or training: {', '.join(busy)}; cancel them "
+                       f"(`deeptrain models cancel {app_id} {model_id} VERSION`) or pass --force when their "
+                       "training is dead")
+
+
+def _search_index_conflict(ctx: Context, app_id: str, model_id: str, version_id: str | None, force: bool) -> bool:
+    """Whether the app's search index is built with this model (version); refused unless ``force``."""
+    pointer_key = f"{app_prefix(app_id)}/{usage.SEARCH_POINTER}"
+    try:
+        pointer = json.loads(ctx.storage.get_bytes(pointer_key))
+    except NotFound:
+        return False
+    hit = pointer.get("model_id") == model_id and version_id in (None, pointer.get("version_id"))
+    if hit and not force:
+        what = f"version {version_id!r} of model {model_id!r}" if version_id else f"model {model_id!r}"
+        raise Conflict(f"the search index of app {app_id!r} is built with {what}; build it with another embedding "
+                       "version first, or pass --force to delete the search index too")
+    return hit
+
+
+def _delete_objects(ctx: Context, prefixes: list[str]) -> dict[str, int]:
+    """Delete every object under ``prefixes``; returns how many objects and bytes went."""
+    objects = size = 0
+    for prefix in prefixes:
+        infos = list(ctx.storage.list_info(prefix))
+        objects, size = objects + len(infos), size + sum(i.size for i in infos)
+        ctx.storage.delete_prefix(prefix)
+    return {"objects_deleted": objects, "bytes_deleted": size}
+
+
+def delete_model(ctx: Context, app_id: str, model_id: str, force: bool = False) -> dict[str, Any]:
+    """Delete a model with its versions, tuning runs and stored objects. Refused while a workflow runs it or a
+    version is queued or training (``force``: delete those too, and the app's search index if built with it)."""
     with ctx.store.session() as s:
         model = require_model(s, app_id, model_id)
-        busy = s.scalars(select(ModelVersion.id).where(
-            ModelVersion.app_id == app_id, ModelVersion.model_id == model_id,
-            ModelVersion.status.in_(("queued", "training")))).all()
-        if busy:
-            raise Conflict(f"model {model_id!r} has versions still training: {', '.join(busy)}; cancel them first")
+        _refuse_busy(s, app_id, model_id, None, force)
         used_by = usage.workflows_using_model(s, app_id, model_id)
         if used_by:
             raise Conflict(f"model {model_id!r} is a step of workflow(s) {', '.join(used_by)}; delete those first")
+        drop_index = _search_index_conflict(ctx, app_id, model_id, None, force)
+        versions = s.scalar(select(func.count()).where(ModelVersion.app_id == app_id,
+                                                       ModelVersion.model_id == model_id))
         s.delete(model)
-    ctx.storage.delete_prefix(f"{app_prefix(app_id)}/models/{model_id}")
-    return {"id": model_id, "deleted": True}
+    if drop_index:
+        ctx.storage.delete(f"{app_prefix(app_id)}/{usage.SEARCH_POINTER}")
+    gone = _delete_objects(ctx, [f"{app_prefix(app_id)}/models/{model_id}", f"{app_prefix(app_id)}/search/{model_id}"])
+    return {"id": model_id, "deleted": True, "versions_deleted": versions, **gone}
+
+
+def delete_version(ctx: Context, app_id: str, model_id: str, version_id: str, force: bool = False) -> dict[str, Any]:
+    """Delete a model version and its stored objects (weights, checkpoints, report). Refused while a workflow
+    pins it, while it is a tuning run's trial, and while it is queued or training (``force``: then too, and the
+    app's search index if built with it). The model's default version, if it was this one, is unset."""
+    with ctx.store.session() as s:
+        v = _require_version(s, app_id, model_id, version_id)
+        _refuse_busy(s, app_id, model_id, version_id, force)
+        pinned = usage.workflows_pinning_version(s, app_id, model_id, version_id)
+        if pinned:
+            raise Conflict(f"version {version_id!r} is pinned by workflow(s) {', '.join(pinned)}; delete those first")
+        if v.tune_run is not None:
+            raise Conflict(f"version {version_id!r} is a trial of tuning run {v.tune_run!r}, whose record needs it; "
+                           f"delete the model to remove its tuning runs")
+        drop_index = _search_index_conflict(ctx, app_id, model_id, version_id, force)
+        model = s.get(Model, (app_id, model_id))
+        was_default = model is not None and model.default_version == version_id
+        if was_default:
+            model.default_version = None  # type: ignore[union-attr]
+        prefix = v.artifact_prefix
+        s.delete(v)
+    if drop_index:
+        ctx.storage.delete(f"{app_prefix(app_id)}/{usage.SEARCH_POINTER}")
+    gone = _delete_objects(ctx, [prefix, f"{app_prefix(app_id)}/search/{model_id}/{version_id}"])
+    return {"id": version_id, "model_id": model_id, "deleted": True, "default_unset": was_default, **gone}
+
+
+def prune_checkpoints(ctx: Context, prefix: str) -> None:
+    """A trained version's Ray Train checkpoints go unless ``Settings.keep_checkpoints`` keeps some (Ray Train's
+    ``num_to_keep`` already dropped the older ones): serving, export, evaluation and search read the weights,
+    and a trained version cannot be resumed."""
+    if ctx.settings.keep_checkpoints == 0:
+        ctx.storage.delete_prefix(f"{prefix}/{CHECKPOINT_DIR}")
 
 
 def new_version(ctx: Context, app_id: str, model_id: str, params: dict[str, Any], dataset_version_id: str,
@@ -149,6 +225,16 @@ def get_trained_version(ctx: Context, app_id: str, model_id: str, version_id: st
     version = get_version(ctx, app_id, model_id, version_id)
     if version["status"] != "trained":
         raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+    return version
+
+
+def resumable_version(ctx: Context, app_id: str, model_id: str, version_id: str) -> dict[str, Any]:
+    """The version ``resume`` would run (queued, or interrupted: training, failed, cancelled); refuses a
+    trained one, which has nothing left to run."""
+    version = get_version(ctx, app_id, model_id, version_id)
+    if version["status"] == "trained":
+        raise InvalidInput(f"version {version_id!r} of model {model_id!r} is already trained: nothing to resume; "
+                           f"train a new version with `deeptrain models train {app_id} {model_id}`")
     return version
 
 

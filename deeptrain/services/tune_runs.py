@@ -113,8 +113,17 @@ def list_trials(ctx: Context, app_id: str, model_id: str, run_id: str) -> list[d
         return [{"trial_id": t.trial_id, "version_id": t.version_id, "runs": t.runs} for t in rows]
 
 
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
 def _trial_row(run: dict[str, Any], trial: dict[str, Any], version: dict[str, Any]) -> dict[str, Any]:
+    """A trial: ``metric``/``metrics`` are its last validation evaluation (what Tune compared and the best is
+    chosen on); ``test_metric``/``test_metrics`` its test evaluation, reported only (None/{} for a trial
+    stopped early, which was never evaluated on test)."""
     metrics = version.get("metrics") or {}
+    validation = metrics.get("validation") or {}
+    test = _scalars(metrics) if metrics.get("split") == "test" else {}
     progress = version.get("progress") or {}
     history = progress.get("history") or []
     metric = run["metric"]
@@ -122,8 +131,8 @@ def _trial_row(run: dict[str, Any], trial: dict[str, Any], version: dict[str, An
         "trial_id": trial["trial_id"], "version_id": version["id"], "status": version["status"],
         "stopped_early": bool(progress.get("stopped_early")), "best": version["id"] == run["best_version"],
         "params": {name: version["params"].get(name) for name in run["space"]},
-        "metric": metrics.get(metric),
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "metric": validation.get(metric), "metrics": _scalars(validation),
+        "test_metric": test.get(metric), "test_metrics": test,
         "epochs": len(history) if history else progress.get("epoch", 0),
         "curve": [[h["epoch"], h["metrics"][metric]] for h in history if metric in (h.get("metrics") or {})],
         "runs": trial["runs"], "error": version.get("error"),
@@ -137,7 +146,8 @@ def trial_rows(ctx: Context, run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def best_trial(run: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The trained trial with the best final metric (trials stopped early are not candidates)."""
+    """The trained trial with the best final validation metric (trials stopped early are not candidates;
+    the test metric is never compared)."""
     done = [r for r in rows if r["status"] == "trained" and r["metric"] is not None]
     if not done:
         return None

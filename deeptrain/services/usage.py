@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from deeptrain.store import ModelVersion, Workflow
 
+SEARCH_POINTER = "search/index.json"  # under an app's prefix: the app's search index (see search/index_files.py)
+
 
 def workflows_using_model(s: Session, app_id: str, model_id: str) -> list[str]:
     """Ids of the app's workflows with a step that runs ``model_id``."""
@@ -23,3 +25,10 @@ def versions_using_concept(s: Session, app_id: str, concept_id: str) -> list[str
     rows = s.execute(select(ModelVersion.model_id, ModelVersion.id, ModelVersion.concepts)
                      .where(ModelVersion.app_id == app_id)).all()
     return [f"{m}/{v}" for m, v, concepts in rows if concept_id in (concepts or [])]
+
+
+def workflows_pinning_version(s: Session, app_id: str, model_id: str, version_id: str) -> list[str]:
+    """Ids of the app's workflows with a step pinned to this version of ``model_id``."""
+    rows = s.scalars(select(Workflow).where(Workflow.app_id == app_id)).all()
+    return [w.id for w in rows
+            if any(step["model_id"] == model_id and step.get("version_id") == version_id for step in w.steps)]

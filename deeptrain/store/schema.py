@@ -60,7 +60,7 @@ class Input(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     source: Mapped[str | None] = mapped_column(Text, nullable=True)
     metadata_json: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    split: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    split: Mapped[str | None] = mapped_column(String(16), nullable=True)  # train, validation, test
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     annotations: Mapped[list["Annotation"]] = relationship(

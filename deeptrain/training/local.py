@@ -24,7 +24,9 @@ def _to_torch(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 @dataclass
 class LocalData:
-    """Batches from dataset rows (a ``pyarrow.Table`` with the dataset version's columns)."""
+    """Batches from dataset rows (a ``pyarrow.Table`` with the dataset version's columns); without a
+    ``validation`` table the periodic evaluation reads the test rows (as training does without validation
+    inputs)."""
 
     train: pa.Table
     test: pa.Table
@@ -32,6 +34,7 @@ class LocalData:
     batch_size: int
     num_items: int = 0
     seed: int = 0
+    validation: pa.Table | None = None
 
     def _batch(self, table: pa.Table, rows: list[int]) -> dict[str, torch.Tensor]:
         cols = table.take(rows).to_pydict()
@@ -44,9 +47,15 @@ class LocalData:
         for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
             yield self._batch(self.train, order[start : start + self.batch_size])
 
+    def _all_batches(self, table: pa.Table) -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, table.num_rows, 64):
+            yield self._batch(table, list(range(start, min(start + 64, table.num_rows))))
+
+    def validation_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self._all_batches(self.test if self.validation is None else self.validation)
+
     def test_batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        for start in range(0, self.test.num_rows, 64):
-            yield self._batch(self.test, list(range(start, min(start + 64, self.test.num_rows))))
+        return self._all_batches(self.test)
 
 
 @dataclass
@@ -63,6 +72,9 @@ class LocalHost:
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
+
+    def replicas_in_sync(self, model: torch.nn.Module) -> bool | None:
+        return None
 
     def all_reduce_mean(self, value: float) -> float:
         return value

@@ -44,8 +44,11 @@ class DataSource(Protocol):
     def train_batches(self, epoch: int) -> Iterator[dict[str, Tensor]]:
         """This worker's preprocessed batches for an epoch (at least ``steps_per_epoch`` of them)."""
 
+    def validation_batches(self) -> Iterable[dict[str, Tensor]]:
+        """The whole validation split, preprocessed (only rank 0 asks): what every periodic evaluation reads."""
+
     def test_batches(self) -> Iterable[dict[str, Tensor]]:
-        """The whole test split, preprocessed (only rank 0 asks)."""
+        """The whole test split, preprocessed (only rank 0 asks, once, after the last epoch or a stop)."""
 
 
 class Host(Protocol):
@@ -55,6 +58,9 @@ class Host(Protocol):
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
 
     def all_reduce_mean(self, value: float) -> float: ...
+
+    def replicas_in_sync(self, model: nn.Module) -> bool | None:
+        """Whether every worker holds the same weights (None with one worker)."""
 
     def restore(self) -> dict[str, Any] | None: ...
 
@@ -156,7 +162,11 @@ class EpochRecord:
     data_wait_s: float = 0.0
     augment_s: float = 0.0
     compute_s: float = 0.0
-    metrics: dict[str, Any] = field(default_factory=dict)
+    # data parallel: every worker held the same weights after the epoch (what DDP's all-reduce guarantees);
+    # None with one worker
+    replicas_in_sync: bool | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # the validation evaluation of this epoch, if any
+    test: dict[str, Any] = field(default_factory=dict)  # the test evaluation (the last epoch's, or a stop's)
 
 
 @dataclass
@@ -252,7 +262,14 @@ class _Run:
         steps, seconds = self.spec.steps_per_epoch, time.perf_counter() - epoch_start
         return EpochRecord(epoch=epoch + 1, train_loss=self.host.all_reduce_mean(loss_sum / max(steps, 1)), lr=lr,
                            images_per_s=steps * self.spec.params.batch_size / seconds, seconds=seconds,
-                           data_wait_s=wait_s, augment_s=augment_s, compute_s=compute_s)
+                           data_wait_s=wait_s, augment_s=augment_s, compute_s=compute_s,
+                           replicas_in_sync=self.host.replicas_in_sync(self.model))
+
+    def evaluate(self, epoch: int, batches: Iterable[dict[str, Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(metrics with the epoch they are from, raw outputs) of the model on ``batches``."""
+        spec = self.spec
+        metrics, raw = evaluate(self.model, self.template, batches, spec.params, spec.concept_ids, self.device)
+        return {"epoch": epoch + 1, **metrics}, raw
 
     def checkpoint(self, epoch: int, raw: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -263,22 +280,42 @@ class _Run:
         }
 
 
+def version_metrics(history: list[dict[str, Any]], validation_split: str = "validation") -> dict[str, Any]:
+    """A version's record of a run's history: the test evaluation's metrics (``split: "test"``), with
+    ``validation`` the scalars of the last validation evaluation (its ``epoch``, and ``split``: the split it
+    read, "test" when the data had no validation inputs). A run stopped before its end without a test
+    evaluation (a trial Tune's scheduler ended) has only ``validation``, and ``split`` None."""
+    last = next((h["metrics"] for h in reversed(history) if h.get("metrics")), {})
+    test = next((h["test"] for h in reversed(history) if h.get("test")), {})
+    validation = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {**test, "split": "test" if test else None,
+            "validation": {**validation, "split": validation_split} if validation else {}}
+
+
 def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any]:
-    """Train; returns ``{"history", "metrics", "stopped"}``. Checkpoints go through ``host.report``."""
+    """Train; returns ``{"history", "metrics" (the final test evaluation), "validation" (the last validation
+    evaluation), "stopped", "restores"}``. Checkpoints go through ``host.report``.
+
+    Every ``test_freq`` epochs (and after the last, or a stop) rank 0 evaluates on the validation split;
+    those scalars are what ``host.report`` sends (what Tune's scheduler and best trial compare). The test
+    split is evaluated once, after the last epoch or a stop: reported, never used to decide anything.
+    """
     run = _Run.build(spec, host)
     params = spec.params
-    metrics: dict[str, Any] = dict(run.history[-1]["metrics"]) if run.history else {}
+    metrics: dict[str, Any] = next((dict(h["metrics"]) for h in reversed(run.history) if h["metrics"]), {})
+    test: dict[str, Any] = {}
     stopped = False
     for epoch in range(run.start_epoch, params.num_epochs):
         record = run.train_epoch(epoch, data)
-        evaluate_now = (epoch + 1) % params.test_freq == 0 or epoch + 1 == params.num_epochs
+        last = epoch + 1 == params.num_epochs
         stopped = host.should_stop()
         raw: dict[str, Any] | None = None
-        if host.rank == 0 and (evaluate_now or stopped):
-            metrics, raw = evaluate(run.model, run.template, data.test_batches(), params, spec.concept_ids,
-                                    run.device)
-            metrics = {"epoch": epoch + 1, **metrics}
+        if host.rank == 0 and ((epoch + 1) % params.test_freq == 0 or last or stopped):
+            metrics, _ = run.evaluate(epoch, data.validation_batches())
             record.metrics = metrics
+            if last or stopped:
+                test, raw = run.evaluate(epoch, data.test_batches())
+                record.test = test
         run.history.append(asdict(record))
         # the last evaluation's scalars ride along with every epoch; eval_epoch says which epoch they are from
         host.report({**{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "epoch"},
@@ -287,4 +324,5 @@ def run_training(spec: TrainSpec, data: DataSource, host: Host) -> dict[str, Any
                     run.checkpoint(epoch, raw) if host.rank == 0 else None)
         if stopped:
             break
-    return {"history": run.history, "metrics": metrics, "stopped": stopped, "restores": run.restores}
+    return {"history": run.history, "metrics": test, "validation": metrics, "stopped": stopped,
+            "restores": run.restores}
