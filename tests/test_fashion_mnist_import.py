@@ -18,9 +18,14 @@ def test_full_fashion_mnist_train_set(local_client, tmp_path):
     assert report["duplicates"] == 0
     version = local_client.snapshot("fashion")
     counts = version["counts"]
-    assert counts["inputs"] == 60_000 and counts["splits"] == {"train": 60_000, "test": 0}
+    # no validation inputs imported: a tenth of train (by content hash, at most 6,000) is carved into validation
+    carved = version["validation"]
+    assert carved["source"] == "carved from train by content hash" and 5_700 < carved["count"] <= 6_000, carved
+    assert counts["inputs"] == 60_000
+    assert counts["splits"] == {"train": 60_000 - carved["count"], "validation": carved["count"], "test": 0}
     assert {c["name"] for c in version["concepts"]} == {n.replace("/", "-") for n in FASHION_MNIST_CLASSES}
     for concept in version["concepts"]:
-        assert counts["concepts"][concept["id"]]["train"] == 6000, concept
+        per = counts["concepts"][concept["id"]]
+        assert per["train"] + per["validation"] == 6000 and per["validation"] > 450, concept
     assert [c["id"] for c in version["concepts"]] == sorted(slugify(n) for n in FASHION_MNIST_CLASSES)
     assert len(version["files"]) == 30  # ~2000 rows per file

