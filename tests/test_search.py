@@ -174,6 +174,16 @@ def _post(h: httpx.Client, query: dict, headers: dict | None = None, **options) 
     return h.post("/v2/apps/fashion/searches", json={"query": query, **options}, headers=headers)
 
 
+def test_deleting_the_indexed_model_or_version_is_refused_while_the_index_uses_it(indexed):
+    client, version, _, _ = indexed
+    with pytest.raises(Conflict, match="the search index of app 'fashion' is built with model 'emb'"):
+        client.delete_model("fashion", "emb")
+    with pytest.raises(Conflict, match=f"is built with version '{version['id']}' of model 'emb'.*--force"):
+        client.delete_version("fashion", "emb", version["id"])
+    assert client.get_version("fashion", "emb", version["id"])["status"] == "trained"
+    assert len(client.search("fashion", input_id=_queries(client)[0]["id"])) == 10  # the index still answers
+
+
 def test_http_search_equals_the_sdk(indexed, http):
     client = indexed[0]
     data, _ = _unseen_images(1)[0]

@@ -23,9 +23,8 @@ import pyarrow.parquet as pq
 
 from deeptrain.errors import NotFound
 from deeptrain.search.faiss_index import SearchIndex
-from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.services.context import Context, app_prefix, require_app, search_pointer_key
 
-POINTER = "index.json"
 MANIFEST = "manifest.json"
 
 
@@ -53,7 +52,7 @@ def read_pointer(ctx: Context, app_id: str) -> dict[str, Any]:
     """The app's search index (which version, which generation); NotFound when none was built."""
     with ctx.store.session() as s:
         require_app(s, app_id)
-    pointer = read_json(ctx, f"{search_prefix(app_id)}/{POINTER}")
+    pointer = read_json(ctx, search_pointer_key(app_id))
     if pointer is None:
         raise NotFound(f"app {app_id!r} has no search index yet: build one with "
                        f"`deeptrain search index {app_id} --model <embedding model>`")
@@ -105,7 +104,7 @@ def write_generation(ctx: Context, prefix: str, manifest: dict[str, Any], index,
 def publish(ctx: Context, app_id: str, prefix: str, manifest: dict[str, Any], new_generation: bool) -> None:
     """Make ``manifest`` the app's search index (the pointer); after a new generation, delete the one
     before the previous (the previous stays for readers still loading it)."""
-    key = f"{search_prefix(app_id)}/{POINTER}"
+    key = search_pointer_key(app_id)
     pointer = read_json(ctx, key)
     if pointer is None or pointer.get("build_id") != manifest["build_id"]:
         ctx.storage.put_bytes(key, json.dumps(manifest, indent=2).encode())

@@ -37,3 +37,8 @@ def require_app(session: Session, app_id: str) -> App:
 
 def app_prefix(app_id: str) -> str:
     return f"apps/{app_id}"
+
+
+def search_pointer_key(app_id: str) -> str:
+    """The object naming the app's search index (which version, which generation; ``search/index_files.py``)."""
+    return f"{app_prefix(app_id)}/search/index.json"

@@ -16,7 +16,7 @@ from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
 from deeptrain.params import resolve_params
 from deeptrain.services import usage
-from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.services.context import Context, app_prefix, require_app, search_pointer_key
 from deeptrain.store import Concept, Model, ModelVersion
 from deeptrain.templates import TemplateError, get_template
 
@@ -102,9 +102,8 @@ def _refuse_busy(s, app_id: str, model_id: str, version_id: str | None, force: b
 
 def _search_index_conflict(ctx: Context, app_id: str, model_id: str, version_id: str | None, force: bool) -> bool:
     """Whether the app's search index is built with this model (version); refused unless ``force``."""
-    pointer_key = f"{app_prefix(app_id)}/{usage.SEARCH_POINTER}"
     try:
-        pointer = json.loads(ctx.storage.get_bytes(pointer_key))
+        pointer = json.loads(ctx.storage.get_bytes(search_pointer_key(app_id)))
     except NotFound:
         return False
     hit = pointer.get("model_id") == model_id and version_id in (None, pointer.get("version_id"))
@@ -139,7 +138,7 @@ def delete_model(ctx: Context, app_id: str, model_id: str, force: bool = False) 
                                                        ModelVersion.model_id == model_id))
         s.delete(model)
     if drop_index:
-        ctx.storage.delete(f"{app_prefix(app_id)}/{usage.SEARCH_POINTER}")
+        ctx.storage.delete(search_pointer_key(app_id))
     gone = _delete_objects(ctx, [f"{app_prefix(app_id)}/models/{model_id}", f"{app_prefix(app_id)}/search/{model_id}"])
     return {"id": model_id, "deleted": True, "versions_deleted": versions, **gone}
 
@@ -165,7 +164,7 @@ def delete_version(ctx: Context, app_id: str, model_id: str, version_id: str, fo
         prefix = v.artifact_prefix
         s.delete(v)
     if drop_index:
-        ctx.storage.delete(f"{app_prefix(app_id)}/{usage.SEARCH_POINTER}")
+        ctx.storage.delete(search_pointer_key(app_id))
     gone = _delete_objects(ctx, [prefix, f"{app_prefix(app_id)}/search/{model_id}/{version_id}"])
     return {"id": version_id, "model_id": model_id, "deleted": True, "default_unset": was_default, **gone}
 

@@ -11,8 +11,6 @@ from sqlalchemy.orm import Session
 
 from deeptrain.store import ModelVersion, Workflow
 
-SEARCH_POINTER = "search/index.json"  # under an app's prefix: the app's search index (see search/index_files.py)
-
 
 def workflows_using_model(s: Session, app_id: str, model_id: str) -> list[str]:
     """Ids of the app's workflows with a step that runs ``model_id``."""
