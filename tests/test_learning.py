@@ -44,7 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.timeout(1800)]
 
 TRAIN_PER_CLASS, EMBEDDING_TRAIN_PER_CLASS, VALIDATION_PER_CLASS, TEST_PER_CLASS = 500, 1000, 50, 200
 VALIDATION_SKIP = EMBEDDING_TRAIN_PER_CLASS  # validation images follow every training folder's images
-# Budgets (Ray-free loop on these images, 2 threads; fresh-clone figures through Ray Train in the README):
+# Budgets (Ray-free loop on these images, 1 thread, one run each; fresh-clone figures through Ray Train in the README):
 # softmax: lrate 0.1 for 7 epochs reached top-1 0.846-0.851 (unstable: loss 3.15 in epoch 1), 0.02 with a one-epoch
 #   warm-up for 10 epochs 0.870 (0.02 for 7 epochs 0.850, 0.05 0.828, batch 32 0.846);
 # sigmoid: lrate 0.1 for 7 epochs 0.861 (10 epochs 0.862; 0.02 for 10 epochs 0.829: BCE needs the larger step);
