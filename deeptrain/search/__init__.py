@@ -30,12 +30,11 @@ from deeptrain.search.cache import IndexCache, load_index
 from deeptrain.search.embedding import EMBED_CPUS, embed_bytes
 from deeptrain.search.faiss_index import (MAX_TOP_K, RETRAIN_GROWTH, SearchIndex, check_top_k,
                                           make_index, normalize)
-from deeptrain.search.index_files import MANIFEST, read_pointer, search_prefix, version_prefix
+from deeptrain.search.index_files import MANIFEST, read_pointer
 from deeptrain.search.query import check_concept, index_info, query_source, search
 
 __all__ = [
     "BuildProgress", "EMBED_CPUS", "IndexCache", "MANIFEST", "MAX_TOP_K",
     "RETRAIN_GROWTH", "SearchIndex", "build_index", "check_concept", "check_top_k", "embed_bytes", "index_info",
-    "load_index", "make_index", "normalize", "query_source", "read_pointer", "search", "search_prefix",
-    "version_prefix",
+    "load_index", "make_index", "normalize", "query_source", "read_pointer", "search",
 ]

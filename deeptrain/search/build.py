@@ -20,9 +20,9 @@ from deeptrain.errors import InvalidInput
 from deeptrain.search.embedding import embed_with_ray
 from deeptrain.search.faiss_index import SearchIndex, is_approximate, make_index, needs_rebuild, normalize
 from deeptrain.search.index_files import (MANIFEST, generation_keys, load_generation, publish, read_json,
-                                          version_prefix, write_generation)
+                                          write_generation)
 from deeptrain.services import models as model_service
-from deeptrain.services.context import Context
+from deeptrain.services.context import Context, search_version_prefix
 from deeptrain.services.inputs import iter_inputs
 
 BuildProgress = Callable[[int, int], None]  # (images embedded since the last call, images to embed)
@@ -132,7 +132,7 @@ def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be a positive integer, got {batch_size!r}")
     version = _resolve_embedding_version(ctx, app_id, model_id, version_id)
-    prefix = version_prefix(app_id, model_id, version["id"])
+    prefix = search_version_prefix(app_id, model_id, version["id"])
     manifest = read_json(ctx, f"{prefix}/{MANIFEST}")
     old = load_generation(ctx, manifest) if manifest is not None else None
     current = {inp.id: (inp.sha256, inp.storage_key, _positive_concepts(inp)) for inp in iter_inputs(ctx, app_id)}

@@ -10,6 +10,9 @@ Objects, under the app's prefix::
 A generation's objects are written first and the manifests last (every write is atomic),
 so a reader never sees half an index; the generation before is kept for readers still
 loading it.
+
+The keys are named in ``services.context`` (``search_prefix``, ``search_version_prefix``,
+``search_pointer_key``): the services that delete models and collect garbage use them too.
 """
 
 from __future__ import annotations
@@ -23,17 +26,9 @@ import pyarrow.parquet as pq
 
 from deeptrain.errors import NotFound
 from deeptrain.search.faiss_index import SearchIndex
-from deeptrain.services.context import Context, app_prefix, require_app, search_pointer_key
+from deeptrain.services.context import Context, require_app, search_pointer_key
 
 MANIFEST = "manifest.json"
-
-
-def search_prefix(app_id: str) -> str:
-    return f"{app_prefix(app_id)}/search"
-
-
-def version_prefix(app_id: str, model_id: str, version_id: str) -> str:
-    return f"{search_prefix(app_id)}/{model_id}/{version_id}"
 
 
 def generation_keys(prefix: str, generation: int) -> tuple[str, str]:

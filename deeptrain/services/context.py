@@ -39,6 +39,16 @@ def app_prefix(app_id: str) -> str:
     return f"apps/{app_id}"
 
 
+def search_prefix(app_id: str) -> str:
+    """Where the app's search indexes live (the layout: ``search/index_files.py``)."""
+    return f"{app_prefix(app_id)}/search"
+
+
+def search_version_prefix(app_id: str, model_id: str, version_id: str) -> str:
+    """The search index builds of one embedding version."""
+    return f"{search_prefix(app_id)}/{model_id}/{version_id}"
+
+
 def search_pointer_key(app_id: str) -> str:
-    """The object naming the app's search index (which version, which generation; ``search/index_files.py``)."""
-    return f"{app_prefix(app_id)}/search/index.json"
+    """The object naming the app's search index (which version, which generation)."""
+    return f"{search_prefix(app_id)}/index.json"

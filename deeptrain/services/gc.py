@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.services.context import Context, app_prefix, require_app, search_version_prefix
 from deeptrain.storage import TMP_PREFIX, ObjectInfo
 from deeptrain.store import App, DatasetVersion, Input, ModelVersion, TuneRun
 
@@ -82,7 +82,7 @@ def referenced(ctx: Context, app_id: str) -> set[str]:
                              .where(ModelVersion.app_id == app_id)).all()
         refs |= set(s.scalars(select(TuneRun.artifact_prefix).where(TuneRun.app_id == app_id)))
     refs |= {prefix for _, _, prefix in versions}
-    refs |= {f"{app_prefix(app_id)}/search/{m}/{v}" for m, v, _ in versions}
+    refs |= {search_version_prefix(app_id, m, v) for m, v, _ in versions}
     return refs
 
 

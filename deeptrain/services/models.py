@@ -16,7 +16,8 @@ from deeptrain.errors import Conflict, InvalidInput, NotFound
 from deeptrain.ids import check_id
 from deeptrain.params import resolve_params
 from deeptrain.services import usage
-from deeptrain.services.context import Context, app_prefix, require_app, search_pointer_key
+from deeptrain.services.context import (Context, app_prefix, require_app, search_pointer_key, search_prefix,
+                                        search_version_prefix)
 from deeptrain.store import Concept, Model, ModelVersion
 from deeptrain.templates import TemplateError, get_template
 
@@ -139,7 +140,7 @@ def delete_model(ctx: Context, app_id: str, model_id: str, force: bool = False) 
         s.delete(model)
     if drop_index:
         ctx.storage.delete(search_pointer_key(app_id))
-    gone = _delete_objects(ctx, [f"{app_prefix(app_id)}/models/{model_id}", f"{app_prefix(app_id)}/search/{model_id}"])
+    gone = _delete_objects(ctx, [f"{app_prefix(app_id)}/models/{model_id}", f"{search_prefix(app_id)}/{model_id}"])
     return {"id": model_id, "deleted": True, "versions_deleted": versions, **gone}
 
 
@@ -165,7 +166,7 @@ def delete_version(ctx: Context, app_id: str, model_id: str, version_id: str, fo
         s.delete(v)
     if drop_index:
         ctx.storage.delete(search_pointer_key(app_id))
-    gone = _delete_objects(ctx, [prefix, f"{app_prefix(app_id)}/search/{model_id}/{version_id}"])
+    gone = _delete_objects(ctx, [prefix, search_version_prefix(app_id, model_id, version_id)])
     return {"id": version_id, "model_id": model_id, "deleted": True, "default_unset": was_default, **gone}
 
 
