@@ -288,10 +288,12 @@ class TuneReport(Result):
 # --- keys, predictions, workflows, search -------------------------------------------------------------
 
 class Key(Result):
-    """An API key; ``key`` (the secret) is there only in what ``create_key`` returns."""
+    """An API key (``kind`` app: of ``app_id``; user: every app); ``key`` (the secret) is there only in what
+    ``create_key`` returns."""
 
     id: str
-    app_id: str
+    app_id: Optional[str]
+    kind: str = "app"
     name: str
     scopes: list[str]
     created_at: str

@@ -35,13 +35,17 @@ from deeptrain.services import keys as key_service
 from deeptrain.services import models as model_service
 from deeptrain.services import workflows as workflow_service
 from deeptrain.services.context import Context
+from deeptrain.wire import codes
 from serve import predictor_calls
 from serve.bodies import install_openapi, openapi_body, parse_body
 from serve.intake import read_image, read_images
-from serve.middleware import BodyLimit, error, install_error_handlers, timeout_response
+from serve.middleware import BodyLimit, install_error_handlers, timeout_response
 from serve.predictor import Predictor
 from serve.predictor_calls import Timeout
 from serve.responses import outputs_response, search_response, workflow_response
+from serve.v2.control import include_control_plane
+from serve.v2.envelope import error
+from serve.v2.state import Services
 from serve.schemas import (ErrorResponse, PostOutputsRequest, PostOutputsResponse, PostSearchesRequest,
                            PostSearchesResponse, PostWorkflowResultsRequest, PostWorkflowResultsResponse)
 
@@ -57,6 +61,7 @@ api = FastAPIOffline(
 )
 install_openapi(api)
 install_error_handlers(api)
+include_control_plane(api)
 api.add_middleware(BodyLimit, limit=Settings.from_env().max_request_bytes)  # the actor's env: build_app sets it
 
 
@@ -68,6 +73,7 @@ class Gateway:
         self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
         self.timeout_s = self.ctx.settings.request_timeout_s
         self.indexes = search_service.IndexCache()
+        api.state.services = Services(self.ctx, predictor, self.timeout_s, self.indexes)
         home, storage = str(self.ctx.settings.home), self.ctx.storage
         api.state.redact = lambda text: storage.scrub(text).replace(home, "<home>")
 
@@ -81,7 +87,7 @@ class Gateway:
         try:
             await asyncio.to_thread(self.ctx.store.ping)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return error(503, "not_ready", f"metadata store unreachable: {type(exc).__name__}")
+            return error(503, codes.RPC_SERVER_UNAVAILABLE, f"metadata store unreachable: {type(exc).__name__}")
         return JSONResponse({"status": "ready", "version": __version__})
 
     async def _authorize(self, authorization: str | None, app_id: str, scope: str) -> None:

@@ -124,10 +124,21 @@ def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
     }}}
 
 
+JSON_BODIES: list[type[BaseModel]] = []  # the control plane's bodies (JSON only), registered by json_body
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads a JSON ``model`` itself (after its key is checked)."""
+    if model not in JSON_BODIES:
+        JSON_BODIES.append(model)
+    return {"requestBody": {"required": False, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
 def add_body_schemas(doc: dict[str, Any]) -> dict[str, Any]:
     """Put the JSON body models (and the models they use) into the OpenAPI document's components."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for model in _FORMS:
+    for model in [*_FORMS, *JSON_BODIES]:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema

@@ -1,7 +1,7 @@
 """The API's error shape (a 504 for a request past its time among them) and its request-body limit.
 
-Every error is ``{"status": {"code", "description"}}`` with a 4xx, 503 or 504 status (a 500 never
-carries a stack trace). Descriptions pass through ``api.state.redact`` (set by the
+Every error is ``{"status": {"code", "description"}}``, ``code`` one of Clarifai's numeric status codes
+(``deeptrain.wire.codes``), with a 4xx, 5xx status (a 500 never carries a stack trace). Descriptions pass through ``api.state.redact`` (set by the
 gateway: the storage root and the server's home become placeholders), so no message of
 any layer can tell a caller where the service keeps its data.
 """
@@ -15,20 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deeptrain.errors import Conflict, DeeptrainError, Forbidden, InvalidInput, NotFound, StorageError, Unauthorized
+from deeptrain.errors import DeeptrainError
+from deeptrain.wire import codes
+from serve.v2.envelope import error, exception_response
 
 log = logging.getLogger("deeptrain.serve")
-
-HTTP_STATUS = {InvalidInput: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409, StorageError: 502}
-
-
-def error(status: int, code: str, description: str) -> JSONResponse:
-    return JSONResponse({"status": {"code": code, "description": description}}, status_code=status)
 
 
 def timeout_response(what: str, seconds: float) -> JSONResponse:
     """The 504 of a request whose ``request_timeout_s`` ran out during ``what``."""
-    return error(504, "timeout", f"{what} took over {seconds:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
+    return error(504, codes.RPC_REQUEST_TIMEOUT, f"{what} took over {seconds:g}s (DEEPTRAIN_REQUEST_TIMEOUT_S)")
 
 
 def install_error_handlers(api: FastAPI) -> None:
@@ -36,24 +32,24 @@ def install_error_handlers(api: FastAPI) -> None:
 
     @api.exception_handler(DeeptrainError)
     async def _deeptrain_error(request: Request, exc: DeeptrainError) -> JSONResponse:
-        status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
-        return error(status, exc.code, request.app.state.redact(str(exc)))
+        return exception_response(exc, request.url.path, request.app.state.redact)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error(400, "invalid_input", f"invalid request body: {problems}")
+        return error(400, codes.CONN_BAD_REQUEST_FORMAT, f"invalid request body: {problems}")
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Routing errors (unknown path, wrong method) and malformed multipart bodies, in the API's error shape."""
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return error(exc.status_code, codes.get(exc.status_code, "invalid_input"), str(exc.detail))
+        by_status = {404: codes.CONN_DOES_NOT_EXIST, 405: codes.CONN_METHOD_NOT_ALLOWED,
+                     413: codes.RPC_MAX_MESSAGE_SIZE_EXCEEDED}
+        return error(exc.status_code, by_status.get(exc.status_code, codes.CONN_BAD_REQUEST_FORMAT), str(exc.detail))
 
     @api.exception_handler(Exception)
-    async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return error(500, "internal", f"internal error ({type(exc).__name__}); see the server log")
+        return exception_response(exc, request.url.path)
 
 
 class BodyLimit:
@@ -69,7 +65,7 @@ class BodyLimit:
         message = f"request body over {self.limit} bytes (DEEPTRAIN_MAX_REQUEST_BYTES)"
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return await error(413, "too_large", message)(scope, receive, send)
+            return await error(413, codes.RPC_MAX_MESSAGE_SIZE_EXCEEDED, message)(scope, receive, send)
         received = 0
 
         async def limited_receive():

@@ -243,7 +243,7 @@ def test_openapi_document(served):
     assert body["multipart/form-data"]["schema"]["properties"]["image"]["items"]["format"] == "binary"
     assert http.get("/docs").status_code == 200
     r = http.get("/v2/nothing-here")
-    assert r.status_code == 404 and r.json()["status"]["code"] == "not_found"
+    assert r.status_code == 404 and r.json()["status"]["code"] == 11101  # CONN_DOES_NOT_EXIST
 
 
 def test_deploy_config_is_valid_and_builds():

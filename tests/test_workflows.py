@@ -62,7 +62,7 @@ def test_create_list_show_delete(models):
     (["detect:det", "classify:emb"], InvalidInput, "'emb' is an embedding model"),
     (["detect:det", "classify:nope"], NotFound, "model 'nope'"),
     (["detect:det", "classify:clf:v404"], NotFound, "version 'v404'"),
-    (["detect:det", "classify:busy"], NotFound, "model 'busy' has no trained version"),
+    (["detect:det", "classify:busy"], Conflict, "model 'busy' has no trained version"),
     ([{"kind": "classify"}], InvalidInput, "must have kind and model_id"),
 ], ids=["empty", "detect-later", "twice", "kind", "no-model", "too-many-parts", "task", "task-2", "no-model-404",
         "no-version", "untrained", "dict-missing"])

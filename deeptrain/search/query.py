@@ -27,7 +27,7 @@ def check_concept(ctx: Context, app_id: str, concept: str | None) -> None:
         if s.get(Concept, (app_id, concept)) is None:
             known = s.scalars(select(Concept.id).where(Concept.app_id == app_id).order_by(Concept.id)).all()
             raise NotFound(f"concept {concept!r} does not exist in app {app_id!r} "
-                           f"(concepts: {', '.join(known) or 'none'})")
+                           f"(concepts: {', '.join(known) or 'none'})", "concept")
 
 
 def query_source(ctx: Context, app_id: str, index: SearchIndex, image: bytes | None = None,
@@ -45,7 +45,7 @@ def query_source(ctx: Context, app_id: str, index: SearchIndex, image: bytes | N
     try:
         return None, get_input_bytes(ctx, app_id, input_id)  # added since the last build: embed it now
     except NotFound:
-        raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}") from None
+        raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input") from None
 
 
 def search(ctx: Context, app_id: str, image: ImageSource | None = None, input_id: str | None = None,

@@ -52,7 +52,7 @@ def delete_concept(ctx: Context, app_id: str, concept_id: str, force: bool = Fal
         require_app(s, app_id)
         concept = s.get(Concept, (app_id, concept_id))
         if concept is None:
-            raise NotFound(f"concept {concept_id!r} does not exist in app {app_id!r}")
+            raise NotFound(f"concept {concept_id!r} does not exist in app {app_id!r}", "concept")
         versions = usage.versions_using_concept(s, app_id, concept_id)
         if versions:
             raise Conflict(

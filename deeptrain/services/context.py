@@ -31,7 +31,7 @@ class Context:
 def require_app(session: Session, app_id: str) -> App:
     app = session.get(App, check_id(app_id, "app"))
     if app is None:
-        raise NotFound(f"app {app_id!r} does not exist (create it with `deeptrain apps create {app_id}`)")
+        raise NotFound(f"app {app_id!r} does not exist (create it with `deeptrain apps create {app_id}`)", "app")
     return app
 
 

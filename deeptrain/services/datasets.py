@@ -267,7 +267,7 @@ def get_dataset(ctx: Context, app_id: str, version_id: str) -> dict[str, Any]:
         require_app(s, app_id)
         v = s.get(DatasetVersion, (app_id, version_id))
         if v is None:
-            raise NotFound(f"dataset version {version_id!r} does not exist in app {app_id!r}")
+            raise NotFound(f"dataset version {version_id!r} does not exist in app {app_id!r}", "dataset_version")
         return {**v.manifest, "created_at": v.created_at.isoformat()}
 
 

@@ -331,7 +331,7 @@ def get_input(ctx: Context, app_id: str, input_id: str) -> Input:
         require_app(s, app_id)
         inp = s.get(Input, (app_id, input_id), options=[selectinload(Input.annotations)])
         if inp is None:
-            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
         return inp
 
 
@@ -350,7 +350,7 @@ def delete_input(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
         require_app(s, app_id)
         inp = s.get(Input, (app_id, input_id))
         if inp is None:
-            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
         key = inp.storage_key
         s.delete(inp)
     ctx.storage.delete(key)

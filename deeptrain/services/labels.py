@@ -114,7 +114,7 @@ def _require_input(s: Session, app_id: str, input_id: str) -> Input:
     require_app(s, app_id)
     inp = s.get(Input, (app_id, input_id), options=[selectinload(Input.annotations)])
     if inp is None:  # the same answer for another app's input as for none at all
-        raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}")
+        raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
     return inp
 
 
@@ -128,7 +128,7 @@ def _concept_ids(s: Session, app_id: str, concepts: Sequence[str], create: bool)
         cid = name if s.get(Concept, (app_id, name)) is not None else slugify(name)
         if s.get(Concept, (app_id, cid)) is None:
             if not create:
-                raise NotFound(f"concept {name!r} does not exist in app {app_id!r}")
+                raise NotFound(f"concept {name!r} does not exist in app {app_id!r}", "concept")
             s.add(Concept(app_id=app_id, id=cid, name=name))
             s.flush()
         ids.append(cid)

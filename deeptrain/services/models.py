@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import func, select, update
 
-from deeptrain.errors import Conflict, InvalidInput, NotFound
+from deeptrain.errors import Conflict, InvalidInput, NotFound, NotTrained
 from deeptrain.ids import check_id
 from deeptrain.params import resolve_params
 from deeptrain.services import usage
@@ -74,7 +74,7 @@ def require_model(s, app_id: str, model_id: str) -> Model:
     require_app(s, app_id)
     model = s.get(Model, (app_id, model_id))
     if model is None:
-        raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}")
+        raise NotFound(f"model {model_id!r} does not exist in app {app_id!r}", "model")
     return model
 
 
@@ -202,7 +202,7 @@ def _require_version(s, app_id: str, model_id: str, version_id: str) -> ModelVer
     require_model(s, app_id, model_id)
     v = s.get(ModelVersion, (app_id, model_id, version_id))
     if v is None:
-        raise NotFound(f"version {version_id!r} of model {model_id!r} does not exist in app {app_id!r}")
+        raise NotFound(f"version {version_id!r} of model {model_id!r} does not exist in app {app_id!r}", "model_version")
     return v
 
 
@@ -216,7 +216,7 @@ def get_version(ctx: Context, app_id: str, model_id: str, version_id: str | None
                                               ModelVersion.status == "trained")
                 .order_by(ModelVersion.finished_at.desc()).limit(1))
             if version_id is None:
-                raise NotFound(f"model {model_id!r} has no trained version yet")
+                raise NotTrained(f"model {model_id!r} has no trained version yet", "untrained")
         return version_dict(_require_version(s, app_id, model_id, version_id))
 
 
@@ -224,7 +224,8 @@ def get_trained_version(ctx: Context, app_id: str, model_id: str, version_id: st
     """``get_version``, refusing a version that is not trained (what predictions need)."""
     version = get_version(ctx, app_id, model_id, version_id)
     if version["status"] != "trained":
-        raise Conflict(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained")
+        raise NotTrained(f"version {version['id']!r} of model {model_id!r} is {version['status']}, not trained",
+                         version["status"])
     return version
 
 

@@ -50,7 +50,7 @@ def _require_run(s, app_id: str, model_id: str, run_id: str) -> TuneRun:
     require_model(s, app_id, model_id)
     run = s.get(TuneRun, (app_id, model_id, run_id))
     if run is None:
-        raise NotFound(f"tuning run {run_id!r} of model {model_id!r} does not exist in app {app_id!r}")
+        raise NotFound(f"tuning run {run_id!r} of model {model_id!r} does not exist in app {app_id!r}", "tune_run")
     return run
 
 

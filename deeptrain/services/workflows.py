@@ -104,7 +104,7 @@ def _require(s, app_id: str, workflow_id: str) -> Workflow:
     require_app(s, app_id)
     row = s.get(Workflow, (app_id, workflow_id))
     if row is None:
-        raise NotFound(f"workflow {workflow_id!r} does not exist in app {app_id!r}")
+        raise NotFound(f"workflow {workflow_id!r} does not exist in app {app_id!r}", "workflow")
     return row
 
 

@@ -162,12 +162,14 @@ class ModelVersion(Base):
 
 
 class ApiKey(Base):
-    """An app's API key: only its SHA-256 is kept (the key is shown once, at creation)."""
+    """An API key: only its SHA-256 is kept (the key is shown once, at creation). An app key (``kind``
+    ``app``) acts in its app with its scopes; a user key (``kind`` ``user``, no app) in every app."""
 
     __tablename__ = "api_keys"
 
     id: Mapped[str] = mapped_column(String(16), primary_key=True)
-    app_id: Mapped[str] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True)
+    app_id: Mapped[str | None] = mapped_column(ForeignKey("apps.id", ondelete="CASCADE"), index=True, nullable=True)
+    kind: Mapped[str] = mapped_column(String(8), default="app", server_default="app")
     key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(256))
     scopes: Mapped[list[str]] = mapped_column(JSON)
