@@ -21,8 +21,14 @@ def check_id(value: object, kind: str) -> str:
     return value
 
 
+# words of the HTTP API's paths under /inputs/ (/inputs/status, /inputs/searches ...): never an input's id
+RESERVED_INPUT_IDS = frozenset({"status", "searches", "annotations"})
+
+
 def check_input_id(value: object) -> str:
     """Input ids may be user-given (case kept) but never contain path separators."""
+    if value in RESERVED_INPUT_IDS:
+        raise InvalidInput(f"invalid input id {value!r}: {', '.join(sorted(RESERVED_INPUT_IDS))} name API paths")
     if not isinstance(value, str) or not _INPUT_ID_RE.match(value) or ".." in value:
         raise InvalidInput(
             f"invalid input id {value!r}: use 1-128 letters, digits, '.', '-' or '_' "

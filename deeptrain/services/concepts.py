@@ -71,7 +71,8 @@ def delete_concept(ctx: Context, app_id: str, concept_id: str, force: bool = Fal
 
 
 class ConceptResolver:
-    """Maps display names from imported files to concept ids, creating concepts on first sight."""
+    """Maps display names from imported files to concept ids, creating concepts on first sight: a name that
+    is the id of one of the app's concepts is that concept, else the id is ``slugify(name)``."""
 
     def __init__(self, app_id: str):
         self.app_id = app_id
@@ -81,12 +82,20 @@ class ConceptResolver:
         """Forget cached ids (after a rollback removed concepts created in it)."""
         self._ids.clear()
 
+    def peek(self, session: Session, name: str) -> str:
+        """The id ``ids`` gives ``name``, without creating a concept."""
+        cid = self._ids.get(name)
+        if cid is None:
+            known = len(name) <= 64 and session.get(Concept, (self.app_id, name)) is not None
+            cid = name if known else slugify(name)
+        return cid
+
     def ids(self, session: Session, names: Iterable[str]) -> list[str]:
         out = []
         for name in names:
             cid = self._ids.get(name)
             if cid is None:
-                cid = slugify(name)
+                cid = self.peek(session, name)
                 if session.get(Concept, (self.app_id, cid)) is None:
                     session.add(Concept(app_id=self.app_id, id=cid, name=name))
                     session.flush()

@@ -1,4 +1,5 @@
-"""Inputs and their annotations: streaming import, listing, export.
+"""Inputs and their annotations: streaming import (reading, deleting and exporting: ``services.input_reads``,
+whose functions are importable from here too).
 
 Import is a pipeline: format readers yield records; a bounded pool of threads reads,
 decodes and validates each image, drops duplicates (sha256 per app) and writes new bytes
@@ -6,6 +7,9 @@ to storage under a content-addressed key; the main thread commits inputs with th
 labels to the store in batches. Bytes are published before their row is committed, so a
 crash leaves at worst an unreferenced object, never a visible input without bytes, and
 re-running the same import simply skips what already landed (as duplicates).
+
+With ``outcomes=True`` the report also says what became of each record, by its position in the input
+(``ImportReport.items``): imported (its input id), duplicate (the existing input's id) or rejected (why).
 """
 
 from __future__ import annotations
@@ -16,21 +20,28 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
-from deeptrain.formats import FORMATS, ExportItem, ImportRecord, Region, Rejection, get_format
+from deeptrain.formats import FORMATS, ImportRecord, Region, Rejection, get_format
 from deeptrain.formats.records import canonical_split, normalize_box
 from deeptrain.ids import check_input_id
 from deeptrain.images import ImageInfo, inspect_image
 from deeptrain.services.concepts import ConceptResolver
 from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.services.input_reads import (count_inputs, delete_input, delete_inputs, export_inputs,
+                                            get_input, get_input_bytes, input_dict, input_record, input_views,
+                                            iter_inputs, list_inputs)
 from deeptrain.services.labels import Duplicate, reconcile_duplicates
-from deeptrain.store import Annotation, Concept, Input
+from deeptrain.store import Annotation, Input
+
+__all__ = ["BATCH_SIZE", "ImportReport", "ProgressFn", "count_candidates", "count_inputs", "delete_input",
+           "delete_inputs", "export_inputs", "get_input", "get_input_bytes", "import_path", "import_records",
+           "input_dict", "input_key", "input_record", "input_views", "iter_inputs", "list_inputs", "read_input_url"]
 
 BATCH_SIZE = 256
 
@@ -45,9 +56,29 @@ class ImportReport:
     differing_labels: int = 0  # duplicates whose stored labels differ from the import's and were kept
     rejected: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    outcomes: dict[int, dict[str, Any]] | None = None  # by record position, when asked for
 
-    def reject(self, file: str, reason: str) -> None:
+    def reject(self, file: str, reason: str, index: int | None = None) -> None:
         self.rejected.append({"file": file, "reason": reason})
+        self.note(index, "rejected", reason=reason)
+
+    def note(self, index: int | None, outcome: str, input_id: str | None = None, existing_id: str | None = None,
+             reason: str | None = None) -> None:
+        """Record what became of record ``index`` (imported, duplicate, rejected); a later note replaces it."""
+        if self.outcomes is not None and index is not None:
+            self.outcomes[index] = {"index": index, "input_id": input_id, "outcome": outcome,
+                                    "existing_id": existing_id, "reason": reason, "updated": False,
+                                    "differing_labels": False}
+
+    def flag(self, index: int | None, what: str) -> None:
+        """Mark a duplicate's outcome ``updated`` or ``differing_labels``."""
+        if self.outcomes is not None and index in self.outcomes:
+            self.outcomes[index][what] = True
+
+    @property
+    def items(self) -> list[dict[str, Any]] | None:
+        """Each record's outcome in input order (None unless asked for)."""
+        return None if self.outcomes is None else [self.outcomes[i] for i in sorted(self.outcomes)]
 
     @property
     def ok(self) -> bool:
@@ -56,6 +87,7 @@ class ImportReport:
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.imported / self.seconds if self.seconds else 0.0
+        items = {} if self.outcomes is None else {"items": self.items}
         return {
             "imported": self.imported,
             "duplicates": self.duplicates,
@@ -64,6 +96,7 @@ class ImportReport:
             "rejected": self.rejected,
             "seconds": round(self.seconds, 3),
             "images_per_s": round(rate, 1),
+            **items,
         }
 
 
@@ -75,6 +108,11 @@ class _Checked:
     error: str | None = None
     duplicate: bool = False
     existing_id: str | None = None  # the input a duplicate's bytes belong to
+    index: int | None = None  # the record's position in the import
+
+    @property
+    def input_id(self) -> str:
+        return self.record.input_id or self.info.sha256[:16]  # type: ignore[union-attr]
 
 
 def input_key(app_id: str, info: ImageInfo) -> str:
@@ -84,7 +122,13 @@ def input_key(app_id: str, info: ImageInfo) -> str:
 _SHA_QUERY = select(Input.id).where(Input.app_id == bindparam("app_id"), Input.sha256 == bindparam("sha256")).limit(1)
 
 
-def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
+def _existing_id(ctx: Context, app_id: str, sha256: str) -> str | None:
+    with ctx.store.engine.connect() as conn:
+        found = conn.execute(_SHA_QUERY, {"app_id": app_id, "sha256": sha256}).first()
+    return found.id if found is not None else None
+
+
+def _check(ctx: Context, app_id: str, record: ImportRecord, index: int | None = None) -> _Checked:
     """Worker stage: read, validate, de-duplicate and store one image."""
     try:
         record.split = canonical_split(record.split)
@@ -104,19 +148,18 @@ def _check(ctx: Context, app_id: str, record: ImportRecord) -> _Checked:
         info = inspect_image(data, max_bytes=ctx.settings.max_image_bytes, max_pixels=ctx.settings.max_image_pixels)
         size = (info.width, info.height) if record.pixel_boxes else (None, None)
         regions = tuple(normalize_box(r, *size) for r in record.regions)
-        with ctx.store.engine.connect() as conn:
-            found = conn.execute(_SHA_QUERY, {"app_id": app_id, "sha256": info.sha256}).first()
+        found = _existing_id(ctx, app_id, info.sha256)
         if found is not None:
-            return _Checked(record, info, regions, duplicate=True, existing_id=found.id)
+            return _Checked(record, info, regions, duplicate=True, existing_id=found, index=index)
         ctx.storage.put_bytes(input_key(app_id, info), data)
-        return _Checked(record, info, regions)
+        return _Checked(record, info, regions, index=index)
     except DeeptrainError as exc:
-        return _Checked(record, error=str(exc))
+        return _Checked(record, error=str(exc), index=index)
 
 
 def _insert(s: Session, app_id: str, batch: list[_Checked], resolver: ConceptResolver) -> None:
     """Insert inputs and their annotations with two bulk statements."""
-    ids = [c.record.input_id or c.info.sha256[:16] for c in batch]  # type: ignore[union-attr]
+    ids = [c.input_id for c in batch]
     taken = set(s.scalars(select(Input.id).where(Input.app_id == app_id, Input.id.in_(ids))))
     if taken or len(set(ids)) < len(ids):
         clash = sorted(taken) or sorted(i for i in ids if ids.count(i) > 1)
@@ -144,11 +187,12 @@ def _insert(s: Session, app_id: str, batch: list[_Checked], resolver: ConceptRes
 
 def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportReport, resolver: ConceptResolver) -> None:
     """Commit a batch in one transaction; on a conflict (e.g. a concurrent import) fall back to one by one."""
-    fresh, seen = [], set()
+    fresh, seen, again = [], set(), []
     for c in batch:
         assert c.info is not None
         if c.info.sha256 in seen:
             report.duplicates += 1
+            again.append(c)
         else:
             seen.add(c.info.sha256)
             fresh.append(c)
@@ -156,20 +200,33 @@ def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportRepo
         with ctx.store.session() as s:
             _insert(s, app_id, fresh, resolver)
         report.imported += len(fresh)
-        return
+        for c in fresh:
+            report.note(c.index, "imported", c.input_id)
     except (IntegrityError, InvalidInput):
         resolver.reset()  # concepts created in the rolled-back transaction are gone
+        _commit_one_by_one(ctx, app_id, fresh, report, resolver)
+    if report.outcomes is not None:
+        for c in again:  # the same bytes twice in one batch: a duplicate of what the first one became
+            existing = _existing_id(ctx, app_id, c.info.sha256)  # type: ignore[union-attr]
+            report.note(c.index, "duplicate", existing, existing)
+
+
+def _commit_one_by_one(ctx: Context, app_id: str, fresh: list[_Checked], report: ImportReport,
+                       resolver: ConceptResolver) -> None:
     for c in fresh:
         try:
             with ctx.store.session() as s:
                 _insert(s, app_id, [c], resolver)
             report.imported += 1
+            report.note(c.index, "imported", c.input_id)
         except IntegrityError:
             resolver.reset()
             report.duplicates += 1
+            existing = _existing_id(ctx, app_id, c.info.sha256) if report.outcomes is not None else None  # type: ignore[union-attr]
+            report.note(c.index, "duplicate", existing, existing)
         except InvalidInput as exc:
             resolver.reset()
-            report.reject(c.record.source, str(exc))
+            report.reject(c.record.source, str(exc), c.index)
 
 
 def import_records(
@@ -180,14 +237,16 @@ def import_records(
     split: str | None = None,
     on_progress: ProgressFn | None = None,
     update_labels: bool = False,
+    outcomes: bool = False,
 ) -> ImportReport:
     """Run records through the import pipeline; ``split`` overrides each record's own. A record whose bytes
     the app already has is a duplicate: its labels replace the stored ones with ``update_labels``, else they
-    are only compared (``differing_labels``); see ``services.labels``."""
+    are only compared (``differing_labels``); see ``services.labels``. ``outcomes``: report each record's
+    outcome (``ImportReport.items``)."""
     with ctx.store.session() as s:
         require_app(s, app_id)
     split = canonical_split(split)
-    report = ImportReport()
+    report = ImportReport(outcomes={} if outcomes else None)
     resolver = ConceptResolver(app_id)
     start = time.perf_counter()
     window = max(1, ctx.settings.import_workers) * 4
@@ -199,10 +258,11 @@ def import_records(
         while len(pending) > limit:
             c = pending.popleft().result()
             if c.error is not None:
-                report.reject(c.record.source, c.error)
+                report.reject(c.record.source, c.error, c.index)
             elif c.duplicate:
                 report.duplicates += 1
-                dups.append(Duplicate(c.existing_id, c.record, c.regions))  # type: ignore[arg-type]
+                report.note(c.index, "duplicate", c.existing_id, c.existing_id)
+                dups.append(Duplicate(c.existing_id, c.record, c.regions, c.index))  # type: ignore[arg-type]
                 if len(dups) >= BATCH_SIZE:
                     reconcile_duplicates(ctx, app_id, dups, report, resolver, update_labels)
             else:
@@ -214,15 +274,15 @@ def import_records(
                 on_progress(1)
 
     with ThreadPoolExecutor(max_workers=max(1, ctx.settings.import_workers), thread_name_prefix="import") as pool:
-        for item in items:
+        for index, item in enumerate(items):
             if isinstance(item, Rejection):
-                report.reject(item.file, item.reason)
+                report.reject(item.file, item.reason, index)
                 if on_progress:
                     on_progress(1)
                 continue
             if split is not None:
                 item.split = split
-            pending.append(pool.submit(_check, ctx, app_id, item))
+            pending.append(pool.submit(_check, ctx, app_id, item, index))
             drain(window)
         drain(0)
     if batch:
@@ -272,113 +332,3 @@ def count_candidates(path: str | Path, fmt: str) -> int | None:
     """A cheap count of files for a progress bar's total (None when unknown)."""
     spec, path = FORMATS.get(fmt), Path(path)
     return spec.count(path) if spec is not None and spec.count is not None and path.is_dir() else None
-
-
-# --- reading -----------------------------------------------------------------------
-
-
-def _input_dict(inp: Input, names: dict[str, str] | None = None) -> dict[str, Any]:
-    def name(cid: str) -> str:
-        return names[cid] if names else cid
-
-    return {
-        "id": inp.id,
-        "sha256": inp.sha256,
-        "width": inp.width,
-        "height": inp.height,
-        "format": inp.format,
-        "split": inp.split,
-        "source": inp.source,
-        "metadata": inp.metadata_json,
-        "concepts": [name(a.concept_id) for a in inp.annotations if a.value and a.top_row is None],
-        "negatives": [name(a.concept_id) for a in inp.annotations if not a.value],
-        "regions": [
-            {"concept": name(a.concept_id), "top_row": a.top_row, "left_col": a.left_col,
-             "bottom_row": a.bottom_row, "right_col": a.right_col}
-            for a in inp.annotations if a.top_row is not None
-        ],
-        "created_at": inp.created_at.isoformat(),
-    }
-
-
-def iter_inputs(ctx: Context, app_id: str, page: int = 500) -> Iterator[Input]:
-    """All inputs of an app (with annotations loaded), in id order, a page at a time."""
-    last = ""
-    while True:
-        with ctx.store.session() as s:
-            rows = s.scalars(
-                select(Input).options(selectinload(Input.annotations))
-                .where(Input.app_id == app_id, Input.id > last).order_by(Input.id).limit(page)
-            ).all()
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1].id
-
-
-def list_inputs(ctx: Context, app_id: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    with ctx.store.session() as s:
-        require_app(s, app_id)
-        q = (select(Input).options(selectinload(Input.annotations)).where(Input.app_id == app_id)
-             .order_by(Input.id).offset(offset))
-        if limit is not None:
-            q = q.limit(limit)
-        return [_input_dict(i) for i in s.scalars(q)]
-
-
-def get_input(ctx: Context, app_id: str, input_id: str) -> Input:
-    with ctx.store.session() as s:
-        require_app(s, app_id)
-        inp = s.get(Input, (app_id, input_id), options=[selectinload(Input.annotations)])
-        if inp is None:
-            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
-        return inp
-
-
-def input_record(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
-    """An input with its labels, as ``list_inputs`` gives it."""
-    return _input_dict(get_input(ctx, app_id, input_id))
-
-
-def get_input_bytes(ctx: Context, app_id: str, input_id: str) -> bytes:
-    return ctx.storage.get_bytes(get_input(ctx, app_id, input_id).storage_key)
-
-
-def delete_input(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
-    """Delete an input row; its bytes go too unless another input of the app shares them (none can)."""
-    with ctx.store.session() as s:
-        require_app(s, app_id)
-        inp = s.get(Input, (app_id, input_id))
-        if inp is None:
-            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
-        key = inp.storage_key
-        s.delete(inp)
-    ctx.storage.delete(key)
-    return {"id": input_id, "deleted": True}
-
-
-def export_inputs(ctx: Context, app_id: str, out_dir: str | Path, fmt: str) -> dict[str, Any]:
-    """Write all inputs and labels of an app to ``out_dir`` in a supported format."""
-    spec = get_format(fmt)
-    out = Path(out_dir)
-    with ctx.store.session() as s:
-        require_app(s, app_id)
-        names = {c.id: c.name for c in s.scalars(select(Concept).where(Concept.app_id == app_id).order_by(Concept.id))}
-    if spec.exports_concept_ids:
-        names = {cid: cid for cid in names}
-
-    def items() -> Iterator[ExportItem]:
-        for inp in iter_inputs(ctx, app_id):
-            d = _input_dict(inp, names)
-            yield ExportItem(
-                input_id=inp.id, extension=inp.storage_key.rsplit(".", 1)[-1], width=inp.width, height=inp.height,
-                read_bytes=lambda key=inp.storage_key: ctx.storage.get_bytes(key),
-                concepts=d["concepts"], negatives=d["negatives"],
-                regions=[Region(r["concept"], r["top_row"], r["left_col"], r["bottom_row"], r["right_col"])
-                         for r in d["regions"]],
-                split=inp.split, metadata=inp.metadata_json,
-            )
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = spec.writer(items(), out, list(names.values()))
-    return {"format": fmt, "path": str(out), "exported": written}

@@ -12,7 +12,7 @@ they were. Concepts no input uses any more are kept (they are the app's, like ``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session, selectinload
@@ -36,6 +36,7 @@ class Duplicate:
     input_id: str
     record: ImportRecord
     regions: tuple[Region, ...]
+    index: int | None = None  # the record's position in the import (for per-record outcomes)
 
 
 def _box(top: Any, left: Any, bottom: Any, right: Any) -> tuple[Any, Any, Any, Any]:
@@ -44,11 +45,14 @@ def _box(top: Any, left: Any, bottom: Any, right: Any) -> tuple[Any, Any, Any, A
     return tuple(round(float(x), _BOX_DIGITS) for x in (top, left, bottom, right))  # type: ignore[return-value]
 
 
-def wanted_labels(record: ImportRecord, regions: Iterable[Region]) -> set[Label]:
-    """The labels an import record gives its input, by concept id (no concept is created)."""
-    labels = {(slugify(name), True, None, None, None, None) for name in record.concepts}
-    labels |= {(slugify(name), False, None, None, None, None) for name in record.negatives}
-    labels |= {(slugify(r.concept), True, *_box(r.top_row, r.left_col, r.bottom_row, r.right_col)) for r in regions}
+def wanted_labels(record: ImportRecord, regions: Iterable[Region],
+                  concept_id: Callable[[str], str] = slugify) -> set[Label]:
+    """The labels an import record gives its input, by concept id (``concept_id`` of a name, as the import's
+    ``ConceptResolver`` makes it; no concept is created)."""
+    labels = {(concept_id(name), True, None, None, None, None) for name in record.concepts}
+    labels |= {(concept_id(name), False, None, None, None, None) for name in record.negatives}
+    labels |= {(concept_id(r.concept), True, *_box(r.top_row, r.left_col, r.bottom_row, r.right_col))
+               for r in regions}
     return labels
 
 
@@ -79,13 +83,18 @@ def reconcile_duplicates(ctx: Context, app_id: str, dups: list[Duplicate], repor
     """Compare duplicates' labels with the stored ones and empty ``dups``. With ``update`` replace those that
     differ (``report.updated``), else count them (``report.differing_labels``); a record whose concept names
     make no id is rejected instead (``report``: the import's ``ImportReport``)."""
+    if not dups:
+        return
     wanted: dict[str, tuple[Duplicate, set[Label]]] = {}
-    for dup in dups:
-        try:
-            wanted[dup.input_id] = (dup, wanted_labels(dup.record, dup.regions))
-        except InvalidInput as exc:
-            report.duplicates -= 1
-            report.reject(dup.record.source, str(exc))
+    indexes: dict[str, list[int | None]] = {}
+    with ctx.store.session() as s:
+        for dup in dups:
+            try:
+                wanted[dup.input_id] = (dup, wanted_labels(dup.record, dup.regions, lambda n: resolver.peek(s, n)))
+                indexes.setdefault(dup.input_id, []).append(dup.index)
+            except InvalidInput as exc:
+                report.duplicates -= 1
+                report.reject(dup.record.source, str(exc), dup.index)
     dups.clear()
     if not wanted:
         return
@@ -105,6 +114,9 @@ def reconcile_duplicates(ctx: Context, app_id: str, dups: list[Duplicate], repor
         report.updated += len(differing)
     else:
         report.differing_labels += len(differing)
+    for input_id in differing:
+        for index in indexes[input_id]:
+            report.flag(index, "updated" if update else "differing_labels")
 
 
 # --- editing one input's labels ---------------------------------------------------------------------------

@@ -66,7 +66,8 @@ def route(router: APIRouter, method: str, path: str, *, scope: str | None, need:
                       for p in signature.parameters.values()]
             endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
                 parameters=params, return_annotation=hints.get("return", signature.return_annotation))
-            extra = json_body(body) if body is not None else None
+            extra = {**(json_body(body) if body is not None else {}), "x-deeptrain-scope": scope or "none",
+                     "x-deeptrain-need": need}
             full = "/v2" + short if form == "short" and short is not None else prefix + path
             router.add_api_route(full, endpoint, methods=[method], openapi_extra=extra,
                                  operation_id=f"{handler.__name__}__{form}", **options)

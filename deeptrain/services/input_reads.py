@@ -1,0 +1,178 @@
+"""Reading, deleting and exporting stored inputs (the import pipeline is ``services.inputs``).
+
+An input's native record (``input_dict``) is what ``list_inputs`` and the SDK give; ``input_views`` adds
+its labels with their annotation ids and concept names, for callers that address single labels (the
+Clarifai-compatible API).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import selectinload
+
+from deeptrain.errors import NotFound
+from deeptrain.formats import ExportItem, Region, get_format
+from deeptrain.services.context import Context, require_app
+from deeptrain.store import Annotation, Concept, Input
+
+
+def input_dict(inp: Input, names: dict[str, str] | None = None) -> dict[str, Any]:
+    def name(cid: str) -> str:
+        return names[cid] if names else cid
+
+    return {
+        "id": inp.id,
+        "sha256": inp.sha256,
+        "width": inp.width,
+        "height": inp.height,
+        "format": inp.format,
+        "split": inp.split,
+        "source": inp.source,
+        "metadata": inp.metadata_json,
+        "concepts": [name(a.concept_id) for a in inp.annotations if a.value and a.top_row is None],
+        "negatives": [name(a.concept_id) for a in inp.annotations if not a.value],
+        "regions": [
+            {"concept": name(a.concept_id), "top_row": a.top_row, "left_col": a.left_col,
+             "bottom_row": a.bottom_row, "right_col": a.right_col}
+            for a in inp.annotations if a.top_row is not None
+        ],
+        "created_at": inp.created_at.isoformat(),
+    }
+
+
+
+def annotation_dict(a: Annotation, names: dict[str, str]) -> dict[str, Any]:
+    """One label: a whole-image concept (``positive`` or not) or a box (``box``: top, left, bottom, right)."""
+    return {"id": a.id, "input_id": a.input_id, "concept_id": a.concept_id,
+            "concept_name": names.get(a.concept_id, a.concept_id), "positive": bool(a.value),
+            "box": list(a.box) if a.box is not None else None}
+
+
+def concept_names(s, app_id: str) -> dict[str, str]:
+    return {c.id: c.name for c in s.scalars(select(Concept).where(Concept.app_id == app_id))}
+
+
+def iter_inputs(ctx: Context, app_id: str, page: int = 500) -> Iterator[Input]:
+    """All inputs of an app (with annotations loaded), in id order, a page at a time."""
+    last = ""
+    while True:
+        with ctx.store.session() as s:
+            rows = s.scalars(
+                select(Input).options(selectinload(Input.annotations))
+                .where(Input.app_id == app_id, Input.id > last).order_by(Input.id).limit(page)
+            ).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].id
+
+
+def list_inputs(ctx: Context, app_id: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        q = (select(Input).options(selectinload(Input.annotations)).where(Input.app_id == app_id)
+             .order_by(Input.id).offset(offset))
+        if limit is not None:
+            q = q.limit(limit)
+        return [input_dict(i) for i in s.scalars(q)]
+
+
+def input_views(ctx: Context, app_id: str, ids: Sequence[str] | None = None, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+    """Inputs in id order (only ``ids``, when given; ids the app lacks are left out), each its native record
+    plus ``annotations`` (``annotation_dict``, with concept names)."""
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        q = select(Input).options(selectinload(Input.annotations)).where(Input.app_id == app_id)
+        if ids is not None:
+            q = q.where(Input.id.in_(list(ids)))
+        q = q.order_by(Input.id).offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
+        rows = s.scalars(q).all()
+        names = concept_names(s, app_id) if rows else {}
+        return [{**input_dict(i), "annotations": [annotation_dict(a, names) for a in i.annotations]} for i in rows]
+
+
+def count_inputs(ctx: Context, app_id: str) -> int:
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        return s.scalar(select(func.count()).select_from(Input).where(Input.app_id == app_id)) or 0
+
+
+def get_input(ctx: Context, app_id: str, input_id: str) -> Input:
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        inp = s.get(Input, (app_id, input_id), options=[selectinload(Input.annotations)])
+        if inp is None:
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
+        return inp
+
+
+def input_record(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
+    """An input with its labels, as ``list_inputs`` gives it."""
+    return input_dict(get_input(ctx, app_id, input_id))
+
+
+def get_input_bytes(ctx: Context, app_id: str, input_id: str) -> bytes:
+    return ctx.storage.get_bytes(get_input(ctx, app_id, input_id).storage_key)
+
+
+def delete_input(ctx: Context, app_id: str, input_id: str) -> dict[str, Any]:
+    """Delete an input row; its bytes go too unless another input of the app shares them (none can)."""
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        inp = s.get(Input, (app_id, input_id))
+        if inp is None:
+            raise NotFound(f"input {input_id!r} does not exist in app {app_id!r}", "input")
+        key = inp.storage_key
+        s.delete(inp)
+    ctx.storage.delete(key)
+    return {"id": input_id, "deleted": True}
+
+
+def delete_inputs(ctx: Context, app_id: str, input_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Delete several inputs in one transaction: all of them, or none when one does not exist."""
+    wanted = list(dict.fromkeys(input_ids))
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        found = dict(s.execute(select(Input.id, Input.storage_key)
+                               .where(Input.app_id == app_id, Input.id.in_(wanted))).tuples().all())
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise NotFound(f"input {missing[0]!r} does not exist in app {app_id!r} (nothing was deleted)", "input")
+        s.execute(delete(Annotation).where(Annotation.app_id == app_id, Annotation.input_id.in_(wanted)))
+        s.execute(delete(Input).where(Input.app_id == app_id, Input.id.in_(wanted)))
+    for key in found.values():
+        ctx.storage.delete(key)
+    return [{"id": i, "deleted": True} for i in wanted]
+
+
+def export_inputs(ctx: Context, app_id: str, out_dir: str | Path, fmt: str) -> dict[str, Any]:
+    """Write all inputs and labels of an app to ``out_dir`` in a supported format."""
+    spec = get_format(fmt)
+    out = Path(out_dir)
+    with ctx.store.session() as s:
+        require_app(s, app_id)
+        names = {c.id: c.name for c in s.scalars(select(Concept).where(Concept.app_id == app_id).order_by(Concept.id))}
+    if spec.exports_concept_ids:
+        names = {cid: cid for cid in names}
+
+    def items() -> Iterator[ExportItem]:
+        for inp in iter_inputs(ctx, app_id):
+            d = input_dict(inp, names)
+            yield ExportItem(
+                input_id=inp.id, extension=inp.storage_key.rsplit(".", 1)[-1], width=inp.width, height=inp.height,
+                read_bytes=lambda key=inp.storage_key: ctx.storage.get_bytes(key),
+                concepts=d["concepts"], negatives=d["negatives"],
+                regions=[Region(r["concept"], r["top_row"], r["left_col"], r["bottom_row"], r["right_col"])
+                         for r in d["regions"]],
+                split=inp.split, metadata=inp.metadata_json,
+            )
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = spec.writer(items(), out, list(names.values()))
+    return {"format": fmt, "path": str(out), "exported": written}
