@@ -15,16 +15,17 @@ from __future__ import annotations
 import os
 import shlex
 import socket
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
-from urllib.parse import urlsplit
 
 from deeptrain.config import Settings
 from deeptrain.errors import ClusterError, InvalidInput, NotFound
 from deeptrain.cluster import worker_env
+from deeptrain.jobs.ray_address import connect, dashboard_address, serving_address  # noqa: F401 (this module's API)
 from deeptrain.jobs.wheel import checkout_root, project_wheel
 from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
@@ -162,47 +163,11 @@ def runtime_env(package: str, env_vars: dict[str, str], cache_dir: Path | None =
 
 # --- the cluster ---------------------------------------------------------------------------
 
-def dashboard_address(address: str | None = None) -> str:
-    """The Ray Jobs (dashboard) URL: ``address``, else $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS."""
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
-    if not address:
-        raise InvalidInput("no Ray cluster to submit to: pass --address http://HEAD:8265 (the head's dashboard) "
-                           "or set RAY_ADDRESS")
-    if address == "auto":  # a cluster started on this machine with `ray start`
-        from ray.dashboard.utils import ray_address_to_api_server_url
-
-        try:
-            return ray_address_to_api_server_url("auto")
-        except Exception as exc:
-            raise ClusterError(f"no Ray cluster found on this machine for address 'auto': {exc}") from None
-    if address.startswith("ray://"):
-        raise InvalidInput(f"{address} is a Ray Client address; Ray Jobs go to the dashboard, e.g. http://HEAD:8265")
-    return (address if "://" in address else f"http://{address}").rstrip("/")
-
-
-def connect(address: str | None, timeout_s: float):
-    """A ``JobSubmissionClient`` for the cluster, or a ClusterError naming the address, within ``timeout_s``
-    (``Settings.cluster_connect_timeout_s``).
-
-    The TCP probe first: Ray's client waits for the operating system's connect timeout
-    (minutes) on an address that does not answer. Token authentication (``RAY_AUTH_MODE``,
-    ``RAY_AUTH_TOKEN``) is Ray's own, as for ``ray job submit``.
-    """
-    from ray.job_submission import JobSubmissionClient
-
-    url = dashboard_address(address)
-    parts = urlsplit(url)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((parts.hostname or "", port), timeout=timeout_s).close()
-    except (OSError, ValueError) as exc:
-        reason = "no answer" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or exc)
-        raise ClusterError(f"cannot reach the Ray cluster at {url}: {reason}") from None
-    try:
-        return JobSubmissionClient(url)
-    except Exception as exc:
-        raise ClusterError(f"no Ray Jobs API at {url}: {exc} (Ray Jobs go to the head's dashboard, port 8265 by "
-                           "default, not to the GCS port 6379)") from None
+def serving_env() -> dict[str, str]:
+    """What a server (the Serve gateway) adds to its jobs' environment: its own Python's folder first on PATH,
+    so that the job's ``python`` is the cluster's Python with deeptrain's dependencies even when the cluster's
+    processes did not get it on PATH (a cluster started from a virtual environment that was not activated)."""
+    return {"PATH": os.pathsep.join(p for p in (str(Path(sys.executable).parent), os.environ.get("PATH")) if p)}
 
 
 def new_job_id(version_id: str | None = None) -> str:

@@ -73,7 +73,7 @@ FORBIDDEN_BY_REASON = {"other_app": CONN_CREDENTIALS_INVALID, "scope": CONN_INSU
                        "user_key": CONN_INSUFFICIENT_SCOPES, "app_key": CONN_INVALID_REQUEST}
 
 _FAMILY_SEGMENTS = (("searches", "search"), ("outputs", "predict"), ("results", "workflow"),
-                    ("annotations", "annotation"), ("versions", "model"), ("models", "model"),
+                    ("annotations", "annotation"), ("datasets", "dataset"), ("versions", "model"), ("models", "model"),
                     ("inputs", "input"), ("concepts", "concept"), ("workflows", "workflow"))
 
 
