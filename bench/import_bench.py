@@ -4,10 +4,15 @@ For N real Fashion-MNIST images (PNG files in an image folder) this measures, in
   - local storage: ``deeptrain inputs import`` (decode + validate + sha256 + dedup check +
     atomic write + SQLite rows) vs a bare ``pyarrow.fs`` copy of the same files;
   - S3 (a SeaweedFS server started here on loopback) + PostgreSQL: the same import vs a
-    bare ``boto3`` ``put_object`` loop over the same files.
-and prints images/s and the ratio pipeline / bare.
+    bare ``boto3`` ``put_object`` loop over the same files;
+  - remote mode: a deeptrain server (``serve.app.start`` on a local Ray, local files + SQLite)
+    and the SDK's ``RemoteClient`` importing the same files over HTTP (read here, 128 images a
+    request, two in flight) vs the embedded import of the local row (target: ratio >= 0.5).
+and prints images/s and the ratio pipeline / baseline.
 
-    python bench/import_bench.py [--n 3000] [--no-s3]
+    python bench/import_bench.py [--n 3000] [--no-s3] [--no-remote]
+
+The remote part starts Ray: on a shared machine, hold its lock (``flock /tmp/c20/ray.lock python …``).
 """
 
 from __future__ import annotations
@@ -53,7 +58,18 @@ def bare_boto3_upload(files: list[Path], s3, bucket: str) -> float:
 
 
 def pipeline(settings: Settings, folder: Path, n: int) -> float:
-    client = Client(settings)
+    return timed_import(Client(settings), folder, n)
+
+
+def remote_pipeline(settings: Settings, folder: Path, n: int) -> float:
+    """The same import through a deeptrain server on a local Ray, sent by the remote SDK."""
+    from tests.remote_cli import deeptrain_server
+
+    with deeptrain_server(settings) as (url, key):
+        return timed_import(Client(settings.replace(api_url=url, api_key=key)), folder, n)
+
+
+def timed_import(client, folder: Path, n: int) -> float:
     app = f"bench{uuid.uuid4().hex[:6]}"
     client.create_app(app)
     start = time.perf_counter()
@@ -67,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=3000, help="number of images (multiple of 10)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 + PostgreSQL part")
+    parser.add_argument("--no-remote", action="store_true", help="skip remote mode (a server on a local Ray)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="deeptrain-import-bench-"))
     rows = []
@@ -77,6 +94,10 @@ def main() -> None:
         bare = bare_pyarrow_copy(files, work / "bare")
         local = pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}), folder, len(files))
         rows.append(("local files + SQLite", local, "pyarrow.fs copy", bare))
+        if not args.no_remote:
+            remote = remote_pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-remote")}), folder,
+                                     len(files))
+            rows.append(("remote SDK over HTTP (local)", remote, "embedded import", local))
         if not args.no_s3:
             from tests.servers import postgres_server, seaweedfs_s3
 
@@ -95,9 +116,9 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nimport of {len(files)} Fashion-MNIST PNGs ({os.cpu_count()} CPUs)")
-    print(f"{'storage':30} {'pipeline img/s':>15} {'bare baseline':>24} {'bare img/s':>11} {'ratio':>6}")
+    print(f"{'storage':30} {'pipeline img/s':>15} {'baseline':>24} {'baseline img/s':>14} {'ratio':>6}")
     for name, rate, bare_name, bare_rate in rows:
-        print(f"{name:30} {rate:15.0f} {bare_name:>24} {bare_rate:11.0f} {rate / bare_rate:6.2f}")
+        print(f"{name:30} {rate:15.0f} {bare_name:>24} {bare_rate:14.0f} {rate / bare_rate:6.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 ``Settings.from_env()`` reads the process environment; ``Settings.from_env(env=mapping)``
 reads only ``mapping`` (a test, a demo, a worker handed its driver's variables).
 ``Settings.as_env()`` is the only way settings reach another process (Ray workers, Serve
-replicas, Ray Jobs): the receiving side calls ``Settings.from_env()`` and gets the same values.
+replicas, Ray Jobs): the receiving side calls ``Settings.from_env()`` and gets the same values
+(all but ``LOCAL_ONLY``: the remote mode's server URL and key stay in the process that set them).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ DEFAULT_MAX_LABEL_FILE_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_CPU_PER_WORKER = 0.5
 PREFIX = "DEEPTRAIN_"
+# settings of this process only: a Ray worker, Serve replica or Ray Job started from here never goes remote
+LOCAL_ONLY = frozenset({"api_url", "api_key"})
 
 _ENV: ContextVar[Mapping[str, str] | None] = ContextVar("deeptrain_settings_env", default=None)
 
@@ -81,6 +84,12 @@ class Settings(BaseSettings):
     serve_max_models: int = Field(4, ge=1, description="model versions one prediction replica keeps loaded")
     cluster_connect_timeout_s: float = Field(10.0, gt=0, description="how long to wait for a Ray cluster")
     job_id: str | None = Field(None, description="the Ray Job this process runs as (set by `deeptrain submit`)")
+    # remote mode: the SDK and CLI talk to a deeptrain server over HTTP instead of the store and storage
+    api_url: str | None = Field(None, description=(
+        "a deeptrain server's base URL (e.g. http://HOST:8000): `Client()` and the CLI then work through its "
+        "HTTP API (never passed on to another process)"))
+    api_key: str | None = Field(None, repr=False, description="the API key sent to DEEPTRAIN_API_URL "
+                                                             "(`Authorization: Key …`)")
     # sample data and `make demo`
     fashion_mnist_dir: Path = Field(Path("/usr/share/datasets/fashion-mnist"), validation_alias="DEEPTRAIN_FASHION_MNIST",
                                     description="Fashion-MNIST's files (Debian's dataset-fashion-mnist)")
@@ -130,8 +139,10 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """The ``DEEPTRAIN_*`` variables that reproduce these settings in another process."""
-        return {self.variable(name): str(value) for name, value in self.model_dump().items() if value is not None}
+        return {self.variable(name): str(value) for name, value in self.model_dump().items()
+                if value is not None and name not in LOCAL_ONLY}
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with ``changes`` (validated)."""
-        return type(self).from_env(env=self.as_env(), **changes)
+        kept = {name: getattr(self, name) for name in LOCAL_ONLY if getattr(self, name) is not None}
+        return type(self).from_env(env=self.as_env(), **{**kept, **changes})

@@ -6,6 +6,9 @@
     report = client.import_inputs("fashion", "images/", format="imagefolder")
     version = client.snapshot("fashion")
 
+With ``DEEPTRAIN_API_URL`` set, ``Client()`` is a ``deeptrain.remote.RemoteClient``: the same calls, sent to
+that deeptrain server (``DEEPTRAIN_API_KEY`` its key).
+
 Results are typed (``deeptrain.results``, pydantic-checked) and are dicts as well:
 ``report.imported == report["imported"]``, ``json.dumps(version)``, ``version.model_dump(mode="json")``.
 """
@@ -33,6 +36,16 @@ from deeptrain.services.inputs import ProgressFn
 
 class Client(TrainingMethods, TuningMethods):
     """Every deeptrain operation; results are typed (``deeptrain.results``) and read like dicts too."""
+
+    def __new__(cls, settings: Settings | None = None, **overrides: Any):
+        """With ``DEEPTRAIN_API_URL`` set (``settings.api_url``), a ``deeptrain.remote.RemoteClient``: the same
+        methods over that server's HTTP API (those that need its storage or cluster refuse, saying so)."""
+        settings = settings or Settings.from_env(**overrides)
+        if settings.api_url and cls is Client:
+            from deeptrain.remote import RemoteClient
+
+            return RemoteClient(settings)
+        return super().__new__(cls)
 
     def __init__(self, settings: Settings | None = None, **overrides: Any):
         self.settings = settings or Settings.from_env(**overrides)
@@ -254,6 +267,11 @@ class Client(TrainingMethods, TuningMethods):
     def create_key(self, app_id: str, scopes: Iterable[str] = ("predict",), name: str = "") -> Key:
         """A new API key for the HTTP API; ``key`` in the result is shown only this once."""
         return Key(keys.create_key(self.ctx, app_id, scopes, name))
+
+    def create_user_key(self, name: str = "") -> Key:
+        """A new user key (every scope in every app; creates apps): what remote mode's DEEPTRAIN_API_KEY holds.
+        ``key`` in the result is shown only this once."""
+        return Key(keys.create_user_key(self.ctx, name))
 
     def list_keys(self, app_id: str) -> list[Key]:
         return Key.many(keys.list_keys(self.ctx, app_id))

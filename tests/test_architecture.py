@@ -141,6 +141,9 @@ def test_no_import_cycle():
     ("deeptrain.services", "deeptrain.sdk"),
     ("deeptrain.jobs", "deeptrain.sdk"),
     ("deeptrain.jobs", "deeptrain.cli"),
+    ("deeptrain.remote", "deeptrain.services"),  # remote mode has no store, storage or cluster of its own
+    ("deeptrain.remote", "deeptrain.jobs"),
+    ("deeptrain.remote", "deeptrain.sdk"),  # the SDK hands out a remote client, not the reverse
 ])
 def test_imports_flow_one_way(importer: str, forbidden: str):
     def inside(module: str, package: str) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from deeptrain.cli.output import JsonOption, emit, print_json, progress, stderr, stdout, table
+from deeptrain.errors import InvalidInput
 from deeptrain.formats import FORMATS
 from deeptrain.sdk import Client
 
@@ -15,7 +16,8 @@ apps_app = typer.Typer(help="Create, list and delete apps.", no_args_is_help=Tru
 concepts_app = typer.Typer(help="Manage an app's concepts (labels).", no_args_is_help=True)
 inputs_app = typer.Typer(help="Import, list and export an app's images and labels.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Snapshot immutable Parquet dataset versions.", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys of an app for the HTTP API (shown once, stored hashed).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys for the HTTP API: an app's, or a user key (shown once, stored hashed).",
+                       no_args_is_help=True)
 
 FORMAT_HELP = f"One of: {', '.join(FORMATS)}."
 
@@ -188,10 +190,24 @@ def datasets_show(app: str, version: str, json: bool = JsonOption):
 
 
 @keys_app.command("create")
-def keys_create(app: str,
-                scope: list[str] = typer.Option(["predict"], help="predict, search, read or write; repeatable."),
+def keys_create(app: Optional[str] = typer.Argument(None, help="The key's app (none with --user)."),
+                user: bool = typer.Option(False, "--user", help=(
+                    "A user key instead: every scope in every app, and the one kind that creates apps (what "
+                    "DEEPTRAIN_API_KEY holds for remote mode). Made on the server host only.")),
+                scope: list[str] = typer.Option(["predict"], help="predict, search, inputs, train or admin (read, "
+                                                                  "write: older names); repeatable."),
                 name: str = typer.Option("", help="A label for listings."), json: bool = JsonOption):
     """Create a key; it is printed only now: store it, send it as 'Authorization: Key <key>'."""
+    if user:
+        if app is not None:
+            raise InvalidInput("a user key (--user) acts in every app: give no APP")
+        key = Client().create_user_key(name)
+        emit(key, json, lambda k: stdout.print(f"user key {k['id']} (every app; {', '.join(k['scopes'])}):\n"
+                                               f"{k['key']}\nshown only now; store it safely (remote mode: "
+                                               "DEEPTRAIN_API_KEY)"))
+        return
+    if app is None:
+        raise InvalidInput("give the APP of the key (or --user for a user key)")
     key = Client().create_key(app, scope, name)
     emit(key, json, lambda k: stdout.print(f"key {k['id']} ({', '.join(k['scopes'])}) for app {k['app_id']}:\n"
                                            f"{k['key']}\nshown only now; store it safely"))

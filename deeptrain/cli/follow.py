@@ -6,7 +6,8 @@ the cluster), then the ones the run records in its version's ``progress.phase`` 
 data, warming up), then ``epoch k/n`` with loss, learning rate, images/s and ETA. Where
 stderr is not a terminal (a log, a Ray job), each new phase is also printed as a line.
 Ctrl-C asks whether to cancel; a cancelled run stops after its current epoch and is marked
-``cancelled``.
+``cancelled``. In remote mode (``DEEPTRAIN_API_URL``) the server trains the version on its cluster and
+``follow_remote`` draws the same bar from the version's progress, polled over HTTP.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from deeptrain.results import Version
 from deeptrain.sdk import Client
 
 TrainCall = Callable[[Callable[[Version], None]], Version]
+QUEUED = "queued on the server (waiting for its cluster)"
 
 
 class TrainingBar:
@@ -114,3 +116,24 @@ def train_with_progress(client: Client, app: str, model: str, call: TrainCall,
     if "error" in holder:
         raise holder["error"]
     return holder["result"]
+
+
+def follow_remote(client: Any, app: str, model: str, bar: TrainingBar, start: Callable[[], Version]) -> Version:
+    """Remote mode: ``start()`` has the server queue a version (its Ray job trains it); draw its progress
+    from polls until it is trained, failed (raised) or cancelled. Ctrl-C asks whether to cancel it."""
+    bar.phase("sending to the server")
+    version = start()
+
+    def draw(v: Version) -> None:
+        progress = v.get("progress") or {}
+        if v["status"] == "queued" and not (progress.get("phase") or progress.get("phases")):
+            bar.phase(QUEUED)
+        bar.show(progress)
+
+    while True:
+        try:
+            return client.wait_version(app, model, version["id"], on_version=draw)
+        except KeyboardInterrupt:
+            if typer.confirm("\nCancel this training run?", default=False, err=True):
+                client.cancel(app, model, version["id"])
+                stderr.print("cancel requested: stopping after the current epoch …")

@@ -6,11 +6,12 @@ from typing import Any, Optional
 
 import typer
 
-from deeptrain.cli.follow import TrainingBar, train_with_progress
+from deeptrain.cli.follow import TrainingBar, follow_remote, train_with_progress
 from deeptrain.cli.lifecycle import models_delete, versions_app
 from deeptrain.cli.options import (CpusOption, DatasetVersionOption, GpusOption, ParamOption, PlacementOption,
                                    ResumeOption, WorkersOption, parse_params)
 from deeptrain.cli.output import JsonOption, emit, metrics_tables, print_json, stdout, table, working
+from deeptrain.errors import InvalidInput
 from deeptrain.sdk import Client
 
 models_app = typer.Typer(help="Define models, train versions, follow and evaluate them.", no_args_is_help=True)
@@ -89,10 +90,19 @@ def models_train(
 ):
     """Train a new version (or --resume one); waits and prints the finished version. Ctrl-C asks to cancel.
 
-    The version is planned and recorded (queued) first: bad input is refused before Ray starts."""
+    The version is planned and recorded (queued) first: bad input is refused before Ray starts. With
+    DEEPTRAIN_API_URL the server queues it and trains it on its cluster; its progress is drawn the same way."""
     params = parse_params(param)
-    resources = None if resume else Client.worker_resources(cpus_per_worker, gpus_per_worker, placement)
     client = Client()
+    resources = None if resume else client.worker_resources(cpus_per_worker, gpus_per_worker, placement)
+    if getattr(client, "remote", False):  # DEEPTRAIN_API_URL: the server trains it on its cluster; followed here
+        if resume:
+            raise InvalidInput("--resume is not available with DEEPTRAIN_API_URL: resume a version on the server host")
+        with TrainingBar() as bar:
+            result = follow_remote(client, app, model, bar, lambda: client.start_training(
+                app, model, params, workers=workers, dataset_version=dataset_version, resources=resources))
+        emit(result, json, _render_version)
+        return
     queued = client.check_resume(app, model, resume) if resume else None  # a trained one: refused before any bar
     with TrainingBar() as bar:
         if queued is None:
