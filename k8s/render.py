@@ -70,7 +70,8 @@ def _container(values: dict[str, Any], name: str, *, cpu: str, memory: str, gpus
 def cluster_spec(values: dict[str, Any]) -> dict[str, Any]:
     """The RayCluster spec shared by raycluster.yaml, the RayJob and the RayService."""
     head = values["head"]
-    ports = (*HEAD_PORTS, ("serve", values["service"]["port"]))
+    ports = (*HEAD_PORTS, ("serve", values["service"]["port"]),
+             *((("grpc", values["service"]["grpc_port"]),) if values["service"].get("grpc_port") else ()))
     workers = []
     for group in values["worker_groups"]:
         gpus = int(group.get("gpus", 0))

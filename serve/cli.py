@@ -23,6 +23,9 @@ def serve_main(
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
     replicas: int = typer.Option(1, min=1, help="Predictor replicas (each loads versions on demand)."),
     predictor_cpus: float = typer.Option(0.5, min=0, help="CPUs reserved per predictor replica."),
+    grpc_port: int = typer.Option(0, min=0, max=65535, help=(
+        "Also serve Clarifai's V2 gRPC service on this port (18080 is the Clarifai client's default; "
+        "0: no gRPC). Ray Serve's gRPC proxy listens on every interface, whatever --host says.")),
 ):
     """Run the API until Ctrl-C (``deeptrain serve status`` shows a running one)."""
     if ctx.invoked_subcommand is not None:
@@ -30,8 +33,11 @@ def serve_main(
     from deeptrain.config import Settings
     from serve.app import start, stop
 
-    url = start(Settings.from_env(), host, port, predictor_replicas=replicas, predictor_cpus=predictor_cpus)
+    url = start(Settings.from_env(), host, port, grpc_port=grpc_port or None, predictor_replicas=replicas,
+                predictor_cpus=predictor_cpus)
     stderr.print(f"deeptrain API on [bold]{url}[/]  (OpenAPI: {url}/docs, health: {url}/healthz); Ctrl-C stops it")
+    if grpc_port:
+        stderr.print(f"Clarifai gRPC (clarifai.api.V2) on port [bold]{grpc_port}[/] of every interface")
     try:
         while True:
             time.sleep(3600)

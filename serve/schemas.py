@@ -1,4 +1,8 @@
-"""Request and response bodies of the HTTP API, in Clarifai's shapes where they fit."""
+"""Request and response bodies of the inference API (outputs, workflow results, searches), in Clarifai's shapes.
+
+Requests are lenient (``extra="ignore"``: the official client sends ``user_app_id``, ``model_id`` and more)
+and bounded (inputs per request, id and URL lengths, ``max_concepts``, ``select_concepts``). Response models
+document the answers (``responses=``) without filtering them (``extra="allow"``)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,15 @@ MAX_URL_CHARS = 2048
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body part: unknown fields ignored (Clarifai's clients send more than deeptrain reads)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _Open(BaseModel):
+    """A documented answer: fields beyond the documented ones pass through."""
+
+    model_config = ConfigDict(extra="allow")
 
 
 class ImageData(_Strict):
@@ -42,12 +54,30 @@ class Input(_Strict):
     data: InputData
 
 
+class ConceptRef(_Strict):
+    """A concept named by ``id`` (or ``name`` when it has no id); its ``value`` is ignored here."""
+
+    id: str | None = Field(None, max_length=MAX_ID_CHARS)
+    name: str | None = Field(None, max_length=MAX_ID_CHARS)
+
+    @property
+    def key(self) -> str | None:
+        return self.id or self.name
+
+
 class OutputConfig(_Strict):
     max_concepts: int | None = Field(None, ge=1, le=MAX_CONCEPTS,
                                      description="classification: return only the top k concepts")
     min_value: float | None = Field(None, ge=0, le=1, description=(
         "detection: score threshold for returned regions (default: the version's detection_score_threshold); "
         "classification: drop concepts scoring below it"))
+    select_concepts: list[ConceptRef] = Field([], max_length=MAX_CONCEPTS, description=(
+        "only these concepts (by id, or name), whatever their rank; their value is ignored"))
+
+    @property
+    def selected(self) -> frozenset[str] | None:
+        keys = {c.key for c in self.select_concepts if c.key}
+        return frozenset(keys) if keys else None
 
 
 class OutputInfo(_Strict):
@@ -63,24 +93,24 @@ class PostOutputsRequest(_Strict):
     model: ModelOptions = ModelOptions()
 
 
-class Status(BaseModel):
-    code: int | str
+class Status(_Open):
+    code: int
     description: str
 
 
-class Output(BaseModel):
+class Output(_Open):
     id: str
     input: dict[str, Any]
     model: dict[str, Any]
     data: dict[str, Any]
 
 
-class PostOutputsResponse(BaseModel):
+class PostOutputsResponse(_Open):
     status: Status
     outputs: list[Output]
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(_Open):
     status: Status
 
 
@@ -121,18 +151,18 @@ class PostSearchesRequest(_Strict):
     top_k: int = Field(10, ge=1, le=MAX_TOP_K, description="number of hits")
 
 
-class HitConcept(BaseModel):
+class HitConcept(_Open):
     id: str
     value: float = 1.0
 
 
-class SearchHit(BaseModel):
+class SearchHit(_Open):
     input: dict[str, Any] = Field(..., description='{"id": input id}')
     score: float = Field(..., description="cosine similarity of the embeddings, in [-1, 1]")
     concepts: list[HitConcept]
 
 
-class PostSearchesResponse(BaseModel):
+class PostSearchesResponse(_Open):
     status: Status
     model: dict[str, Any] = Field(..., description="the embedding model version of the app's search index")
     hits: list[SearchHit]
@@ -146,13 +176,13 @@ class PostWorkflowResultsRequest(_Strict):
     output_config: OutputConfig = OutputConfig()
 
 
-class WorkflowOutput(BaseModel):
+class WorkflowOutput(_Open):
     id: str
     model: dict[str, Any]
     data: dict[str, Any]
 
 
-class WorkflowResult(BaseModel):
+class WorkflowResult(_Open):
     status: Status
     input: dict[str, Any]
     outputs: list[WorkflowOutput] = Field(..., description=(
@@ -160,7 +190,50 @@ class WorkflowResult(BaseModel):
         "regions in the same order (same region ids), each with that step's concepts or embeddings of its crop"))
 
 
-class PostWorkflowResultsResponse(BaseModel):
+class PostWorkflowResultsResponse(_Open):
     status: Status
     workflow: dict[str, Any]
     results: list[WorkflowResult]
+
+
+# --- Clarifai's PostInputsSearches -----------------------------------------------------
+
+MAX_SEARCH_TERMS = 8
+
+
+class SearchData(_Strict):
+    image: QueryImage | None = None
+    concepts: list[ConceptRef] = Field([], max_length=MAX_SEARCH_TERMS)
+
+
+class SearchAnnotation(_Strict):
+    input_id: str | None = Field(None, max_length=MAX_ID_CHARS)
+    data: SearchData = SearchData()
+
+
+class SearchTerm(_Strict):
+    """A rank (what to look like: an image or a stored input) or a filter (``data.concepts``: labelled with)."""
+
+    annotation: SearchAnnotation = SearchAnnotation()
+
+
+class ClarifaiQuery(_Strict):
+    ranks: list[SearchTerm] = Field([], max_length=MAX_SEARCH_TERMS)
+    filters: list[SearchTerm] = Field([], max_length=MAX_SEARCH_TERMS)
+
+
+class Search(_Strict):
+    query: ClarifaiQuery
+
+
+class Pagination(_Strict):
+    page: int = Field(1, ge=1, le=MAX_TOP_K)
+    per_page: int = Field(20, ge=1, le=MAX_TOP_K)
+
+
+class PostInputsSearchesRequest(_Strict):
+    """One search: one rank (``annotation.data.image`` or ``annotation.input_id``), at most one concept filter;
+    ``pagination.page * per_page`` at most 1000."""
+
+    searches: list[Search] = Field(..., min_length=1, max_length=1)
+    pagination: Pagination = Pagination()

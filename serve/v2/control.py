@@ -22,6 +22,7 @@ def control_api(services, max_request_bytes: int | None = None) -> FastAPI:
     """The control plane alone, served in process (no Ray): what tests of its routes drive over ASGI."""
     from serve.bodies import install_openapi
     from serve.middleware import BodyLimit, install_error_handlers
+    from serve.v2 import catalog
     from serve.v2.state import Services
 
     assert isinstance(services, Services)
@@ -29,6 +30,7 @@ def control_api(services, max_request_bytes: int | None = None) -> FastAPI:
     install_openapi(api)
     install_error_handlers(api)
     include_control_plane(api)
+    catalog.install(api)  # after every route, as in the gateway: Clarifai's other bindings answer 10040
     api.state.services = services
     if max_request_bytes:
         api.add_middleware(BodyLimit, limit=max_request_bytes)
