@@ -35,9 +35,10 @@ def install_error_handlers(api: FastAPI) -> None:
         return exception_response(exc, request.url.path, request.app.state.redact)
 
     @api.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error(400, codes.CONN_BAD_REQUEST_FORMAT, f"invalid request body: {problems}")
+        broken = any(e.get("type") == "json_invalid" for e in exc.errors())
+        return error(400, codes.invalid_body_code(request.url.path, broken), f"invalid request body: {problems}")
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

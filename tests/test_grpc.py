@@ -272,7 +272,7 @@ GRPC_ERRORS = [  # (method, request, key scope or None, expected code)
     ("PostModelOutputs", service_pb2.PostModelOutputsRequest(model_id="clf", inputs=[_image()]), None, 11009),
     ("PostModelOutputs", service_pb2.PostModelOutputsRequest(model_id="clf", inputs=[_image()]), "search", 11007),
     ("PostModelOutputs", service_pb2.PostModelOutputsRequest(model_id="nope", inputs=[_image()]), "predict", 21200),
-    ("PostModelOutputs", service_pb2.PostModelOutputsRequest(model_id="clf"), "predict", 11100),
+    ("PostModelOutputs", service_pb2.PostModelOutputsRequest(model_id="clf"), "predict", 40001),
     ("PostModelOutputs", service_pb2.PostModelOutputsRequest(model_id="clf", inputs=[_image(b"not an image")]),
      "predict", 40001),
     ("PostModelOutputs", service_pb2.PostModelOutputsRequest(

@@ -324,7 +324,7 @@ def test_grpc_errors_and_unimplemented_methods_are_statuses(served, grpc_port):
         (service_pb2.PostModelOutputsRequest(model_id="nope", inputs=[image]), auth, 21200),
         (service_pb2.PostModelOutputsRequest(model_id="clf", inputs=[image]),
          (("authorization", "Key dtk_0000_wrong"),), 11008),
-        (service_pb2.PostModelOutputsRequest(model_id="clf"), auth, 11100),
+        (service_pb2.PostModelOutputsRequest(model_id="clf"), auth, 40001),
     ]
     for request, metadata, code in cases:
         answers = [over_http.PostModelOutputs(request, metadata=metadata),

@@ -108,7 +108,7 @@ def test_post_inputs_imports_real_images_with_labels_boxes_and_metadata(api, fas
 def test_post_inputs_takes_128_inputs_and_refuses_129(api, fashion_pngs):
     batch = [image(data, {"id": "x", "value": 1.0}) for data, _ in fashion_pngs[:129]]
     refused = api.post(batch)
-    assert refused.status_code == 400 and refused.json()["status"]["code"] == 11100
+    assert refused.status_code == 400 and refused.json()["status"]["code"] == 30104  # INPUT_INVALID_ARGUMENT
     parsed(refused.json())
     r = api.post(batch[:128])
     assert r.status_code == 200 and len(parsed(r.json()).inputs) == 128
@@ -285,7 +285,7 @@ def test_annotations_add_list_patch_and_delete(api):
     ({"annotations": [{"input_id": "i1", "data": {"regions": [region(1.0) | {"region_info": {"bounding_box": {
         "top_row": 0.9, "bottom_row": 0.1, "left_col": 0, "right_col": 1}}}]}}]}, 24155),
     ({"annotations": [{"input_id": "i1", "data": {"regions": [region(0.0)]}}]}, 24155),
-    ({"annotations": [{"input_id": "i1", "data": {"concepts": [{"id": "a", "value": 1}]}}] * 129}, 11100),
+    ({"annotations": [{"input_id": "i1", "data": {"concepts": [{"id": "a", "value": 1}]}}] * 129}, 24155),
 ])
 def test_bad_annotations_are_refused_whole(api, body, code):
     api.post([image(color(5), id="i1")])
@@ -329,7 +329,7 @@ def test_an_app_key_reaches_neither_another_apps_inputs_nor_their_data(api):
 ])
 def test_hostile_bodies_are_refused_as_bad_requests(api, inputs):
     r = api.post(inputs)
-    assert (r.status_code, r.json()["status"]["code"]) == (400, 11100)
+    assert (r.status_code, r.json()["status"]["code"]) == (400, 30104)  # JSON of the wrong shape: invalid argument
     assert api.http.get(f"{APP}/inputs", headers=api.user).json()["inputs"] == []
 
 

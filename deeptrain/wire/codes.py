@@ -84,6 +84,13 @@ def family_of(path: str) -> str | None:
     return next((family for word, family in _FAMILY_SEGMENTS if word in segments), None)
 
 
+def invalid_body_code(path: str, broken_json: bool = False) -> int:
+    """The code of a request body the route cannot take: not JSON at all is a bad request format; JSON of the
+    wrong shape (a missing or out-of-range field) is an invalid argument of the route's family."""
+    return CONN_BAD_REQUEST_FORMAT if broken_json else INVALID_BY_FAMILY.get(family_of(path) or "",
+                                                                             CONN_BAD_REQUEST_FORMAT)
+
+
 def error_status(exc: BaseException, path: str = "") -> tuple[int, int]:
     """(Clarifai code, HTTP status) of an exception raised while serving ``path``."""
     if isinstance(exc, Unauthorized):

@@ -90,7 +90,7 @@ def error_body(exc: BaseException, path: str, redact: Callable[[str], str]) -> d
         return {"status": status(codes.RPC_REQUEST_TIMEOUT, "the request's time ran out (DEEPTRAIN_REQUEST_TIMEOUT_S)")}
     if isinstance(exc, ValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return {"status": status(codes.CONN_BAD_REQUEST_FORMAT, f"invalid request: {problems}")}
+        return {"status": status(codes.invalid_body_code(path), f"invalid request: {problems}")}
     code, http_status = codes.error_status(exc, path)
     if http_status >= 500 and code == codes.INTERNAL_SERVER_ISSUE:
         log.error("gRPC call failed", exc_info=exc)
