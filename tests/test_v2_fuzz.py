@@ -14,6 +14,7 @@ from deeptrain.services import apps as app_service
 from deeptrain.services import concepts as concept_service
 from deeptrain.services import keys as key_service
 from deeptrain.services.context import Context
+from deeptrain.wire import codes
 from serve.v2.control import control_api
 from serve.v2.state import Services
 
@@ -61,8 +62,11 @@ def test_no_operation_answers_a_server_error(fuzzed):
                       phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
             def call(case):
                 response = case.call()
-                assert response.status_code < 500, (case.method, case.formatted_path, response.text)
-                assert isinstance(response.json()["status"]["code"], int), response.text
+                code = response.json()["status"]["code"]
+                # in process there is no Ray cluster: a route that needs one says so (503, CLUSTER_INTERNAL_FAILURE)
+                unavailable = response.status_code == 503 and code == codes.CLUSTER_INTERNAL_FAILURE
+                assert response.status_code < 500 or unavailable, (case.method, case.formatted_path, response.text)
+                assert isinstance(code, int), response.text
 
             try:
                 call()
