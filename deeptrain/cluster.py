@@ -11,8 +11,10 @@ import os
 from deeptrain.config import Settings
 
 # the storage client's own variables (credentials, endpoint), which are not deeptrain's settings
+# RAY_API_SERVER_ADDRESS: where the Serve gateway submits the training the HTTP API asks for, when the head's
+# recorded dashboard address is not reachable from a replica (a Kubernetes service in front of it)
 EXPORTED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE")
+                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "RAY_API_SERVER_ADDRESS")
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

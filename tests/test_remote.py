@@ -3,10 +3,9 @@ same methods, typed results and exceptions as the embedded client.
 
 The server here is the control plane in process (``serve.v2.control.control_api``, no Ray) behind a
 ``fastapi.testclient.TestClient`` (an ``httpx.Client``) handed to the remote client; embedded and remote
-clients share one deployment, so their answers are compared directly. Training is queued for real by the
-server (planning, snapshot, the version record) with the Ray job submission replaced by a fake that the
-test drives through the version's statuses. The whole loop against a real ``deeptrain serve`` (S3 +
-PostgreSQL, Ray) is ``tests/remote_cli.py``'s helpers' job.
+clients share one deployment, so their answers are compared directly. There is no Ray cluster in process:
+training and tuning answer the cluster error there; the whole loop against a real ``deeptrain serve`` (S3 +
+PostgreSQL, Ray: training, tuning, predictions) is ``tests/test_clarifai_client.py``'s remote CLI test.
 """
 
 from __future__ import annotations
@@ -300,3 +299,54 @@ def test_keys_create_user_prints_a_user_key_on_the_server_host(local_settings, m
     assert key["key"].startswith("dtk_") and key["kind"] == "user" and key["app_id"] is None
     assert key_service.authenticate(Context.from_settings(local_settings), f"Key {key['key']}")["kind"] == "user"
     assert main(["keys", "create", "alpha", "--user"]) == 2
+
+
+# --- tuning and jobs: a real search over a real server is tests/test_clarifai_client.py's remote CLI test ---------
+
+JOB = "deeptrain-job-0f0f0f0f"
+
+
+def test_ray_tune_domains_go_to_the_server_as_the_cli_writes_them():
+    from deeptrain.remote.client_jobs import space_specs
+    from deeptrain.tune_space import parse_space
+
+    items = ["lrate=loguniform:0.0001:0.1", "batch_size=choice:16,32", "num_epochs=randint:2:6"]
+    assert space_specs(parse_space(items)) == dict(i.split("=") for i in items)
+
+
+def test_without_a_cluster_a_search_is_a_cluster_error_after_the_checks_a_local_one_makes(world, monkeypatch):
+    from deeptrain.tune_space import parse_space
+
+    for variable in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+        monkeypatch.delenv(variable, raising=False)
+    world.local.create_app("fashion")
+    world.local.create_model("fashion", "clf", "classification", "ResNext", {"num_epochs": 2})
+    for bad in ("lrat=loguniform:1e-4:1e-1", "lrate=sometimes:1:2", "lrate=loguniform:1e-4"):
+        with pytest.raises(InvalidInput) as local:
+            parse_space([bad])
+        name, spec = bad.split("=")
+        with pytest.raises(InvalidInput) as remote:
+            world.remote.tune("fashion", "clf", {name: spec}, trials=2)
+        assert str(remote.value) == str(local.value)
+    with pytest.raises(ClusterError, match="no Ray cluster"):
+        world.remote.tune("fashion", "clf", {"lrate": "loguniform:1e-4:1e-1"}, trials=2)
+    with pytest.raises(ClusterError):
+        world.remote.get_job(JOB)
+    assert world.remote.list_tune_runs("fashion", "clf") == []
+
+
+def test_a_concept_is_deleted_remotely_as_locally(world):
+    world.local.create_app("alpha")
+    world.local.create_app("beta")
+    world.local.add_input("alpha", png_bytes((1, 2, 3)), concepts=["cat"])
+    for app in ("alpha", "beta"):
+        world.local.create_concept(app, "dog", "Dog")
+    with pytest.raises(Conflict, match="used by 1 annotation"):
+        world.remote.delete_concept("alpha", "cat")
+    assert world.remote.delete_concept("alpha", "dog") == world.local.delete_concept("beta", "dog") == {
+        "id": "dog", "name": "Dog", "deleted": True, "annotations_deleted": 0}
+    assert world.remote.delete_concept("alpha", "cat", force=True).annotations_deleted == 1
+    assert world.local.list_concepts("alpha") == [] and world.local.get_input("alpha", world.local.list_inputs(
+        "alpha")[0].id).concepts == []
+    with pytest.raises(NotFound, match="concept 'cat' does not exist"):
+        world.remote.delete_concept("alpha", "cat")

@@ -86,13 +86,17 @@ def tune_command(
 ):
     """Search hyperparameters with Ray Tune: one model version per trial, ASHA early stopping, a live table.
 
-    The command line, the space and the search are checked before Ray starts."""
+    The command line, the space and the search are checked before Ray starts. With DEEPTRAIN_API_URL the
+    server checks the search and runs it as a Ray job on its cluster; the table follows its trials."""
     from deeptrain.tune_space import parse_space
 
     check_run_args(resume, space, trials)
     params = parse_params(param)
     domains = {} if resume else parse_space(space or [])
     client = Client()
+    remote = getattr(client, "remote", False)  # DEEPTRAIN_API_URL: the server runs the search on its cluster
+    if remote and resume:
+        raise InvalidInput("--resume is not available with DEEPTRAIN_API_URL: continue a tuning run on the server host")
     shown: dict[str, Any] = {"run": client.get_tune_run(app, model, resume)} if resume else {}
     # Ray Tune prints its own banner to stdout; stdout is kept for the result (one JSON document with --json)
     with redirect_stdout(sys.stderr), Live(console=stderr, refresh_per_second=2, transient=json) as live:
@@ -111,7 +115,7 @@ def tune_command(
     out = run.model_dump(mode="json")
     if promote and run.best:
         out["promoted"] = client.promote_tune_best(app, model, run.id).default_version
-    out["report"] = client.tune_report(app, model, run.id).path if run.trials else None
+    out["report"] = client.tune_report(app, model, run.id).path if run.trials and not remote else None
     emit(out, json, _render_run)
 
 

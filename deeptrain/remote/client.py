@@ -14,14 +14,15 @@ from __future__ import annotations
 from deeptrain.remote.base import unavailable
 from deeptrain.remote.client_data import DataMethods
 from deeptrain.remote.client_infer import InferenceMethods
-from deeptrain.remote.client_models import ModelMethods
+from deeptrain.remote.client_jobs import JobMethods
 
 _STORAGE = "it reads the server's storage"
-_JOBS = "Ray jobs are sent and followed on the server host; remotely, `models train` trains on its cluster"
-_TUNE = "tuning runs on the server host; remotely, list, show and promote its runs"
+_JOBS = ("jobs are sent, listed, stopped and streamed on the server host; remotely, `models train` and `tune` run "
+         "on its cluster, and get_job / wait_job read a job")
+_RESUME_TUNE = ("a run continues from its Tune experiment state in the server's storage, which no route resumes; "
+                "remotely, show and promote its runs")
 # methods of ``Client`` without a route, and why
 LOCAL_ONLY = {
-    "delete_concept": "the API has no route to delete a concept",
     "export_inputs": "it writes every input of the app (one input's image: get_input_bytes)",
     "open_dataset": _STORAGE, "report": _STORAGE, "tune_report": _STORAGE, "export": _STORAGE,
     "load_version": _STORAGE, "gc": "it collects the server's storage",
@@ -29,12 +30,13 @@ LOCAL_ONLY = {
     "resume": "a queued or interrupted version is resumed on the server host",
     "check_resume": "a queued or interrupted version is resumed on the server host",
     "submit_train": _JOBS, "check_submission": _JOBS, "submit_command": _JOBS, "list_jobs": _JOBS,
-    "get_job": _JOBS, "wait_job": _JOBS, "stop_job": _JOBS, "job_logs": _JOBS,
-    "tune": _TUNE, "check_tune": _TUNE, "check_tune_resume": _TUNE, "resume_tune": _TUNE,
+    "stop_job": _JOBS, "job_logs": _JOBS,
+    "check_tune": "it checks a search for `submit tune`; remotely, `tune` has the server check it as it starts it",
+    "check_tune_resume": _RESUME_TUNE, "resume_tune": _RESUME_TUNE,
 }
 
 
-class RemoteClient(DataMethods, ModelMethods, InferenceMethods):
+class RemoteClient(DataMethods, JobMethods, InferenceMethods):
     """Every ``deeptrain.sdk.Client`` operation the server's API offers, over HTTP.
 
         client = RemoteClient(Settings.from_env())            # or Client() with DEEPTRAIN_API_URL set

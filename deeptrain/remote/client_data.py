@@ -44,6 +44,11 @@ class DataMethods(RemoteBase):
     def list_concepts(self, app_id: str) -> list[Concept]:
         return Concept.many(self._natives(self._app(app_id, "/concepts"), "concepts"))
 
+    def delete_concept(self, app_id: str, concept_id: str, force: bool = False) -> Deleted:
+        """Delete a concept; one that labels inputs is refused unless ``force`` (which drops those labels)."""
+        answer = self._delete(self._app(app_id, f"/concepts/{q(concept_id)}"), force="true" if force else None)
+        return Deleted(native(answer["concept"]))
+
     # --- inputs --------------------------------------------------------------------------------------------
     def import_inputs(self, app_id: str, path: str | Path, format: str, split: str | None = None,
                       on_progress: ProgressFn | None = None, update_labels: bool = False) -> ImportResult:

@@ -1,5 +1,6 @@
 """Apps, concepts and keys (Clarifai's PostApps, ListApps, GetApp, DeleteApp, PostConcepts, ListConcepts,
-GetConcept, PostKeys, ListKeys, ListAppKeys, DeleteKey, MyScopes)."""
+GetConcept, PostKeys, ListKeys, ListAppKeys, DeleteKey, MyScopes; ``DELETE /concepts/{concept_id}`` is a
+deeptrain extension)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,13 @@ async def get_concept(access: Access, concept_id: str) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"concept {concept_id!r} does not exist in app {access.app_id!r}", "concept")
     return ok(concept=render_concept(found, access.app_id))
+
+
+@route(router, "DELETE", "/concepts/{concept_id}", scope="inputs",
+       summary="delete a concept (extension); one that labels inputs needs ?force=true, which drops those labels")
+async def delete_concept(access: Access, concept_id: str, force: bool = False) -> dict[str, Any]:
+    deleted = await _thread(concept_service.delete_concept, access.ctx, access.app_id, concept_id, force)
+    return ok(concept=render_concept(deleted, access.app_id))
 
 
 # --- keys --------------------------------------------------------------------------------------------------
