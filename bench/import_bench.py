@@ -5,12 +5,13 @@ For N real Fashion-MNIST images (PNG files in an image folder) this measures, in
     atomic write + SQLite rows) vs a bare ``pyarrow.fs`` copy of the same files;
   - S3 (a SeaweedFS server started here on loopback) + PostgreSQL: the same import vs a
     bare ``boto3`` ``put_object`` loop over the same files;
-  - remote mode: a deeptrain server (``serve.app.start`` on a local Ray, local files + SQLite)
-    and the SDK's ``RemoteClient`` importing the same files over HTTP (read here, 128 images a
-    request, two in flight) vs the embedded import of the local row (target: ratio >= 0.5).
-and prints images/s and the ratio pipeline / baseline.
+  - remote mode: ``deeptrain inputs import`` run as a command with only DEEPTRAIN_API_URL/KEY against a
+    deeptrain server (``serve.app.start`` on a local Ray, local files + SQLite; the files read here, 128
+    images a request, two in flight) vs the same command run embedded on the same kind of storage
+    (target: ratio >= 0.5); both timed as whole commands, start-up included.
+and prints images/s and the ratio pipeline / baseline (``--json PATH``: also writes them there).
 
-    python bench/import_bench.py [--n 3000] [--no-s3] [--no-remote]
+    python bench/import_bench.py [--n 3000] [--no-s3] [--no-remote] [--json out.json]
 
 The remote part starts Ray: on a shared machine, hold its lock (``flock /tmp/c20/ray.lock python …``).
 """
@@ -61,12 +62,31 @@ def pipeline(settings: Settings, folder: Path, n: int) -> float:
     return timed_import(Client(settings), folder, n)
 
 
-def remote_pipeline(settings: Settings, folder: Path, n: int) -> float:
-    """The same import through a deeptrain server on a local Ray, sent by the remote SDK."""
-    from tests.remote_cli import deeptrain_server
+def cli_import(env: dict[str, str], folder: Path, n: int) -> float:
+    """``deeptrain apps create`` then the timed ``deeptrain inputs import`` (a whole command) in ``env``."""
+    import json
+    import subprocess
 
-    with deeptrain_server(settings) as (url, key):
-        return timed_import(Client(settings.replace(api_url=url, api_key=key)), folder, n)
+    app = f"bench{uuid.uuid4().hex[:6]}"
+    command = [sys.executable, "-m", "deeptrain.cli.main"]
+    subprocess.run([*command, "apps", "create", app], env=env, check=True, capture_output=True)
+    start = time.perf_counter()
+    done = subprocess.run([*command, "inputs", "import", app, str(folder), "-f", "imagefolder", "--json"], env=env,
+                          check=True, capture_output=True, text=True)
+    rate = n / (time.perf_counter() - start)
+    assert json.loads(done.stdout)["imported"] == n, done.stdout
+    return rate
+
+
+def remote_vs_embedded(work: Path, folder: Path, n: int) -> tuple[float, float]:
+    """images/s of the command against a server on a local Ray, and of the same command embedded."""
+    from tests.remote_cli import deeptrain_server, remote_env
+
+    embedded_env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPTRAIN_")}
+    embedded = cli_import({**embedded_env, "DEEPTRAIN_HOME": str(work / "home-cli")}, folder, n)
+    with deeptrain_server(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-remote")})) as (url, key):
+        remote = cli_import(remote_env(url, key), folder, n)
+    return remote, embedded
 
 
 def timed_import(client, folder: Path, n: int) -> float:
@@ -84,6 +104,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000, help="number of images (multiple of 10)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 + PostgreSQL part")
     parser.add_argument("--no-remote", action="store_true", help="skip remote mode (a server on a local Ray)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="deeptrain-import-bench-"))
     rows = []
@@ -95,9 +116,8 @@ def main() -> None:
         local = pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}), folder, len(files))
         rows.append(("local files + SQLite", local, "pyarrow.fs copy", bare))
         if not args.no_remote:
-            remote = remote_pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-remote")}), folder,
-                                     len(files))
-            rows.append(("remote SDK over HTTP (local)", remote, "embedded import", local))
+            remote, embedded = remote_vs_embedded(work, folder, len(files))
+            rows.append(("remote CLI over HTTP (local)", remote, "embedded CLI", embedded))
         if not args.no_s3:
             from tests.servers import postgres_server, seaweedfs_s3
 
@@ -119,6 +139,13 @@ def main() -> None:
     print(f"{'storage':30} {'pipeline img/s':>15} {'baseline':>24} {'baseline img/s':>14} {'ratio':>6}")
     for name, rate, bare_name, bare_rate in rows:
         print(f"{name:30} {rate:15.0f} {bare_name:>24} {bare_rate:14.0f} {rate / bare_rate:6.2f}")
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps({"images": len(files), "cpus": os.cpu_count(), "rows": [
+            {"pipeline": name, "images_per_s": round(rate, 1), "baseline": bare_name,
+             "baseline_images_per_s": round(bare_rate, 1), "ratio": round(rate / bare_rate, 3)}
+            for name, rate, bare_name, bare_rate in rows]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -162,13 +162,14 @@ def flow(server, tmp_path_factory):
             data=resources_pb2.Data(concepts=[resources_pb2.Concept(id=c) for c in classes])))), metadata=meta)
     seen["PostModels"] = r.status.code
     assert r.status.code == codes.SUCCESS, ("PostModels", r.status)
+    asked = time.monotonic()
     r = stub.PostModelVersions(service_pb2.PostModelVersionsRequest(user_app_id=uai, model_id="clf", model_versions=[
         resources_pb2.ModelVersion(train_info=resources_pb2.TrainInfo(params=_struct(
             template="ResNext", image_size=32, num_epochs=2, batch_size=32)))]), metadata=meta)
     seen["PostModelVersions"] = r.status.code
     assert r.status.code == codes.SUCCESS, ("PostModelVersions", r.status)
     version_id = r.model.model_version.id
-    seen["queued"] = r.model.model_version.status.code
+    seen["queued"], seen["answered_s"] = r.model.model_version.status.code, time.monotonic() - asked
     r = stub.PostModelOutputs(service_pb2.PostModelOutputsRequest(
         user_app_id=uai, model_id="clf", version_id=version_id, inputs=[resources_pb2.Input(
             data=resources_pb2.Data(image=resources_pb2.Image(base64=images[0][1])))]), metadata=meta)
@@ -184,6 +185,9 @@ def test_every_step_of_the_flow_answers_success(flow):
         == dict.fromkeys(("PostApps", "PostConcepts", "PostAnnotations", "PostModels", "PostModelVersions"),
                          codes.SUCCESS)
     assert seen["queued"] in (codes.MODEL_QUEUED_FOR_TRAINING, codes.MODEL_TRAINING)
+    assert seen["answered_s"] < 30  # queued as a Ray job: the answer does not wait for the training
+    version = flow["version"]
+    assert (version.status.percent_completed, version.metrics.status.code) == (100, codes.MODEL_EVALUATED)
     assert seen["outputs while training"] in (codes.MODEL_QUEUED_FOR_TRAINING, codes.MODEL_TRAINING)
     assert len(set(flow["ids"])) == len(flow["images"]) == 10 * PER_CLASS
 
@@ -290,6 +294,10 @@ def searchable(server, flow):
                 break
             time.sleep(2)
         assert status == "SUCCEEDED", http.get(f"{base}/jobs/{job}").text
+        server["client"].create_app("jobless")
+        other = server["client"].create_key("jobless", ["train"])["key"]
+        r = http.get(f"{server['url']}/v2/jobs/{job}", headers={"Authorization": f"Key {other}"})
+        assert (r.status_code, r.json()["status"]["code"]) == (404, codes.CONN_DOES_NOT_EXIST)  # not its app's job
     r = stub.PostWorkflows(service_pb2.PostWorkflowsRequest(user_app_id=uai, workflows=[resources_pb2.Workflow(
         id="classify", nodes=[resources_pb2.WorkflowNode(id="clf", model=resources_pb2.Model(id="clf"))])]),
         metadata=meta)

@@ -18,7 +18,7 @@ from deeptrain.wire import codes
 from serve.v2.control import control_api
 from serve.v2.state import Services
 
-EXAMPLES = 20  # per operation and generation mode
+EXAMPLES = 8  # per operation and generation mode
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,20 @@ def include_control_plane(api: FastAPI) -> None:
         api.include_router(router)
 
 
-def control_api(services, max_request_bytes: int | None = None) -> FastAPI:
-    """The control plane alone, served in process (no Ray): what tests of its routes drive over ASGI."""
+def control_api(services, max_request_bytes: int | None = None, cluster: bool = False) -> FastAPI:
+    """The control plane alone, served in process: what tests of its routes drive over ASGI. Without
+    ``cluster`` it has no Ray cluster to start work on (even when this process has joined one): the routes that
+    would submit a Ray job answer the cluster error."""
+    import dataclasses
+
     from serve.bodies import install_openapi
     from serve.middleware import BodyLimit, install_error_handlers
     from serve.v2 import catalog
-    from serve.v2.state import Services
+    from serve.v2.state import Services, no_cluster
 
     assert isinstance(services, Services)
+    if not cluster:
+        services = dataclasses.replace(services, job_address=no_cluster)
     api = FastAPI(title="deeptrain control plane")
     install_openapi(api)
     install_error_handlers(api)

@@ -15,8 +15,7 @@ from typing import Any, Callable
 from deeptrain.wire import codes
 from serve.v2.paging import native, timestamp
 
-MODEL_EVALUATED = 21300
-MODEL_NOT_EVALUATED = 21302
+MODEL_EVALUATED, MODEL_NOT_EVALUATED = codes.MODEL_EVALUATED, codes.MODEL_NOT_EVALUATED
 
 # Clarifai's model_type_id <-> deeptrain's task
 TASK_OF_TYPE = {"visual-classifier": "classification", "visual-detector": "detection",

@@ -152,7 +152,7 @@ def _submit(access: Access, model_id: str, options: TrainOptions) -> dict[str, A
     resources = WorkerResources(cpus=options.cpus, gpus=options.gpus, placement=options.placement)
     return submit.submit_training(access.ctx, access.app_id, model_id, options.overrides, workers=options.workers,
                                   dataset_version_id=options.dataset_version_id, resources=resources,
-                                  address=submit.serving_address(), package=TRAIN_PACKAGE,
+                                  address=access.services.job_address(), package=TRAIN_PACKAGE,
                                   env=submit.serving_env())
 
 

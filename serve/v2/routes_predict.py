@@ -100,7 +100,8 @@ async def post_search_index(access: Access, request: Request) -> dict[str, Any]:
     metadata = {submit.META["command"]: "search index", submit.META["app"]: access.app_id,
                 submit.META["model"]: body.model_id}
     job = await asyncio.to_thread(lambda: submit.submit_cli(access.ctx, argv, metadata=metadata,
-                                                            address=submit.serving_address(), env=submit.serving_env()))
+                                                            address=access.services.job_address(),
+                                                            env=submit.serving_env()))
     return ok(job={"id": job["job_id"], "metadata": native(job)})
 
 

@@ -81,7 +81,7 @@ def _start_tuning(access: Access, model_id: str, body: PostTuneRunBody) -> dict[
     domains = parse_space(body.space_items())
     param_items = [f"{k}={_cli_value(v)}" for k, v in hyperparams(body.params).items()]
     params = parse_cli_params(param_items)  # what the job's command line will carry
-    address = submit.serving_address()
+    address = access.services.job_address()
     env = submit.serving_env()
     submit.check_submission(ctx, TRAIN_PACKAGE, env, address)
     _, _, plan = tune_job.check_run(ctx, app_id, model_id, domains, trials=body.trials, metric=body.metric,
@@ -123,7 +123,7 @@ async def promote_tune_run(access: Access, model_id: str, run_id: str) -> dict[s
 def _job(access: Access, job_id: str, redact) -> dict[str, Any]:
     from deeptrain.jobs import submit
 
-    address = submit.serving_address()
+    address = access.services.job_address()
     job = submit.get_job(access.ctx, job_id, address)
     if job.get("app") != access.app_id:  # not one of this app's: as if it did not exist
         raise NotFound(f"Ray job {job_id!r} is not a job of app {access.app_id!r}")

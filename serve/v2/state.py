@@ -4,12 +4,20 @@ serves the routers in process, without a Predictor)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import Request
 
 from deeptrain import search as search_service
+from deeptrain.errors import ClusterError
+from deeptrain.jobs.ray_address import serving_address
 from deeptrain.services.context import Context
+
+
+def no_cluster() -> str:
+    """The Jobs API address of a server without a Ray cluster (the control plane served in process)."""
+    raise ClusterError("this server runs on no Ray cluster: training, tuning and search-index builds need "
+                       "`deeptrain serve` on one")
 
 
 @dataclass
@@ -18,6 +26,8 @@ class Services:
     predictor: Any = None  # the Predictor deployment's handle (None: no inference in this process)
     timeout_s: float = 60.0
     indexes: search_service.IndexCache = field(default_factory=search_service.IndexCache)
+    # where the routes that start work (training, tuning, index builds) submit their Ray jobs
+    job_address: Callable[[], str] = serving_address
 
 
 def services(request: Request) -> Services:
