@@ -52,10 +52,8 @@ def api(local_settings):
 @pytest.fixture(scope="module")
 def fashion_pngs():
     """140 distinct real Fashion-MNIST images as PNG bytes, with their class index."""
-    from deeptrain.sample_data import fashion_mnist_available, load_fashion_mnist
+    from deeptrain.sample_data import load_fashion_mnist
 
-    if not fashion_mnist_available():
-        pytest.skip("Fashion-MNIST is not installed")
     images, labels = load_fashion_mnist("test")
     out, seen = [], set()
     for img, label in zip(images, labels):

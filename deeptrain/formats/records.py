@@ -103,6 +103,18 @@ class ImportRecord:
     metadata: dict[str, Any] | None = None
 
 
+
+def read_record_bytes(record: "ImportRecord", max_bytes: int) -> bytes:
+    """A record's image bytes (at most ``max_bytes``); a file that cannot be read is the caller's InvalidInput."""
+    try:
+        return record.read_bytes(max_bytes)
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"file not found: {exc.filename or exc}") from None
+    except IsADirectoryError as exc:
+        raise InvalidInput(f"is a directory, not an image file: {exc.filename}") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the file: {exc}") from None
+
 @dataclass(frozen=True)
 class Rejection:
     """A file or entry refused before any image was read."""

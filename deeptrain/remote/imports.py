@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 
 from deeptrain.errors import DeeptrainError, InvalidInput
 from deeptrain.formats import ImportRecord, Rejection
-from deeptrain.formats.records import canonical_split, normalize_box
+from deeptrain.formats.records import canonical_split, normalize_box, read_record_bytes
 from deeptrain.ids import slugify
 from deeptrain.images import ImageLimits, check_header
 from deeptrain.remote.transport import Transport
@@ -70,14 +70,7 @@ def prepare(record: ImportRecord, split: str | None, limits: ImageLimits) -> _Re
     if overlap:
         raise InvalidInput(f"concept(s) {sorted(overlap)} are both positive and negative")
     split = canonical_split(split if split is not None else record.split)
-    try:
-        data = record.read_bytes(limits.max_bytes)
-    except FileNotFoundError as exc:
-        raise InvalidInput(f"file not found: {exc.filename or exc}") from None
-    except IsADirectoryError as exc:
-        raise InvalidInput(f"is a directory, not an image file: {exc.filename}") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read the file: {exc}") from None
+    data = read_record_bytes(record, limits.max_bytes)
     regions = record.regions
     if regions and record.pixel_boxes:  # the server takes normalized boxes: the header gives the size
         width, height, _ = check_header(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)

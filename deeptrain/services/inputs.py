@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
 from deeptrain.formats import FORMATS, ImportRecord, Region, Rejection, get_format
-from deeptrain.formats.records import canonical_split, normalize_box
+from deeptrain.formats.records import canonical_split, normalize_box, read_record_bytes
 from deeptrain.ids import check_input_id
 from deeptrain.images import ImageInfo, inspect_image
 from deeptrain.services.concepts import ConceptResolver
@@ -137,14 +137,7 @@ def _check(ctx: Context, app_id: str, record: ImportRecord, index: int | None = 
         overlap = set(record.concepts) & set(record.negatives)
         if overlap:
             raise InvalidInput(f"concept(s) {sorted(overlap)} are both positive and negative")
-        try:
-            data = record.read_bytes(ctx.settings.max_image_bytes)
-        except FileNotFoundError as exc:
-            raise InvalidInput(f"file not found: {exc.filename or exc}") from None
-        except IsADirectoryError as exc:
-            raise InvalidInput(f"is a directory, not an image file: {exc.filename}") from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot read the file: {exc}") from None
+        data = read_record_bytes(record, ctx.settings.max_image_bytes)
         info = inspect_image(data, max_bytes=ctx.settings.max_image_bytes, max_pixels=ctx.settings.max_image_pixels)
         size = (info.width, info.height) if record.pixel_boxes else (None, None)
         regions = tuple(normalize_box(r, *size) for r in record.regions)
