@@ -27,6 +27,7 @@ from deeptrain import search as search_service
 from deeptrain.config import Settings
 from deeptrain.services.context import Context
 from deeptrain.wire import codes
+from serve import console
 from serve.bodies import install_openapi
 from serve.middleware import BodyLimit, install_error_handlers
 from serve.predictor import Predictor
@@ -55,6 +56,7 @@ api = FastAPIOffline(
 install_openapi(api)
 install_error_handlers(api)
 include_control_plane(api)
+console.install(api)  # the web console at / (serve/console/): pages and their assets
 api.add_middleware(BodyLimit, limit=Settings.from_env().max_request_bytes)  # the actor's env: build_app sets it
 
 

@@ -122,15 +122,13 @@ def main() -> None:
     body = {"inputs": [{"data": {"image": {"base64": base64.b64encode(sample.read_bytes()).decode()}}}],
             "model": {"output_info": {"output_config": {"max_concepts": 3}}}}
     key = client.create_key(app, ["predict"], "demo")["key"]
-    try:
-        response = httpx.post(endpoint, json=body, headers={"Authorization": f"Key {key}"}, timeout=120)
-        response.raise_for_status()
-    finally:
+    response = httpx.post(endpoint, json=body, headers={"Authorization": f"Key {key}"}, timeout=120)
+    if response.status_code != 200:
         serve_app.stop()
+        response.raise_for_status()
     concepts = response.json()["outputs"][0]["data"]["concepts"]
     console.print(f"POST {endpoint}")
     console.print(f"{sample.parent.name}/{sample.name} -> " + ", ".join(f"{c['id']} {c['value']:.3f}" for c in concepts))
-
     console.rule("done")
     console.print(
         f"in {time.time() - start:.0f}s: imported {description}, snapshotted dataset version {version['id']}, "
@@ -140,6 +138,30 @@ def main() -> None:
         f"  metadata   {settings.database_url}\n  storage    {settings.storage_uri}\n"
         f"  report     {report['path']} ({', '.join(report['plots'])})\n"
         f"Try: DEEPTRAIN_HOME={DEMO_HOME / 'home'} .venv/bin/deeptrain models show {app} fashion-resnext {trained['id']}")
+    show_console(client, url)
+
+
+def show_console(client: Client, url: str) -> None:
+    """Print the web console's address and a user key to sign in with; keep serving until Ctrl-C when run
+    from a terminal (a script or CI gets the address and the server stops)."""
+    import sys
+
+    user_key = client.create_user_key("demo console")["key"]
+    console.rule("the web console")
+    console.print(f"console  [bold]{url}/[/]\nkey      [bold]{user_key}[/] (a user key: paste it to sign in)")
+    if not sys.stdin.isatty():
+        console.print(f"(not a terminal: the server stops now; serve again with DEEPTRAIN_HOME={DEMO_HOME / 'home'} "
+                      ".venv/bin/deeptrain serve, and sign in with the same key)")
+        serve_app.stop()
+        return
+    console.print("serving until Ctrl-C …")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve_app.stop()
 
 
 if __name__ == "__main__":

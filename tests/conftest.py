@@ -158,3 +158,11 @@ def import_fashion(client: Client, root: Path, app: str = "fashion") -> None:
     client.create_app(app)
     client.import_inputs(app, root / "train", format="imagefolder", split="train")
     client.import_inputs(app, root / "test", format="imagefolder", split="test")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on its test item (``item.rep_call`` …), for fixtures that act on a failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

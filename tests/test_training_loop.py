@@ -10,7 +10,7 @@ import torch
 from deeptrain.params import resolve_params
 from deeptrain.templates import get_template
 from deeptrain.training.local import LocalData, LocalHost
-from deeptrain.training.loop import TrainSpec, run_training
+from deeptrain.training.loop import TrainSpec, _Run, run_training
 from deeptrain.training.preprocess import Preprocessor
 from tests import imagegen
 
@@ -98,6 +98,35 @@ def test_warmup_ramps_the_lr_per_step_and_resumes_exactly():
                                                  on_progress=resumed_progress.append))
     assert [p["lr"] for p in resumed_progress] == pytest.approx([p["lr"] for p in progress[4:]])
     assert resumed["metrics"] == uninterrupted["metrics"]
+
+
+def test_progress_carries_finished_epochs_and_the_loss_curve():
+    """Every progress record carries ``history`` (the epochs finished so far) and ``curve``: a
+    [global_step, loss, lr] point per step so far, so a page opened mid-run can draw the whole run."""
+    spec, data = _setup(3)
+    progress = []
+    result = run_training(spec, data, LocalHost(on_progress=progress.append))
+    for done, record in enumerate(progress, start=1):
+        assert [p[0] for p in record["curve"]] == list(range(1, done + 1))
+        assert record["curve"][-1][1:] == pytest.approx([record["loss"], record["lr"]])
+        assert record["history"] == result["history"][: (done - 1) // spec.steps_per_epoch]
+    assert [p[1:] for p in progress[-1]["curve"]] == [[p["loss"], p["lr"]] for p in progress]
+
+
+@pytest.mark.parametrize("start_step,num_steps", [(1, 256), (1, 257), (1, 5000), (1201, 700)])
+def test_loss_curve_stays_within_256_evenly_spaced_points_spanning_the_run(start_step, num_steps):
+    """Past 256 points the curve keeps every other point and doubles its stride: never more than 256
+    points, evenly spaced, reaching the newest sampled step (also when a resumed run starts mid-way)."""
+    spec, _ = _setup(1)
+    run = _Run.build(spec, LocalHost())
+    for global_step in range(start_step, start_step + num_steps):
+        run.sample_curve(global_step, 1.0 / global_step, 0.01)
+        steps = [p[0] for p in run.curve]
+        assert 0 < len(steps) <= 256 and steps[-1] <= global_step < steps[-1] + run.curve_stride
+        assert all(b - a == run.curve_stride for a, b in zip(steps, steps[1:]))
+    assert len(run.curve) >= 128 or run.curve_stride == 1  # thinning keeps at least half
+    assert run.curve[0][0] < start_step + 2 * run.curve_stride  # still spans the run's start
+    assert all(loss == pytest.approx(1.0 / step) for step, loss, _ in run.curve)
 
 
 def test_non_finite_loss_is_a_clear_error():

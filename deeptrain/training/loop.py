@@ -108,6 +108,7 @@ def _autocast(precision: str, device: torch.device):
 
 
 REPORT_SAMPLES = 6
+CURVE_POINTS = 256  # the most [global_step, loss, lr] points a progress record carries (the live loss curve)
 
 
 def _to_uint8(x: Tensor, template: Template) -> list[Tensor]:
@@ -186,6 +187,9 @@ class _Run:
     start_epoch: int = 0
     steps_done: int = 0  # optimizer steps this process ran (for the images/s and ETA of progress)
     started: float = field(default_factory=time.perf_counter)
+    # the live loss curve: [global_step, loss, lr] of every ``curve_stride``-th step, at most CURVE_POINTS of them
+    curve: list[list[float]] = field(default_factory=list)
+    curve_stride: int = 1
 
     @classmethod
     def build(cls, spec: TrainSpec, host: Host) -> "_Run":
@@ -237,12 +241,26 @@ class _Run:
         spec, params = self.spec, self.spec.params
         elapsed = time.perf_counter() - self.started
         done = epoch * spec.steps_per_epoch + step + 1
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.sample_curve(done, loss, lr)
         self.host.progress({
             "epoch": epoch + 1, "num_epochs": params.num_epochs, "step": step + 1,
-            "steps_per_epoch": spec.steps_per_epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+            "steps_per_epoch": spec.steps_per_epoch, "loss": loss, "lr": lr,
             "images_per_s": self.steps_done * params.batch_size / elapsed,
             "eta_s": (spec.steps_per_epoch * params.num_epochs - done) * elapsed / self.steps_done,
+            # what a page opened mid-run needs to draw the whole run: finished epochs and the loss curve
+            "history": list(self.history), "curve": [list(p) for p in self.curve],
         })
+
+    def sample_curve(self, global_step: int, loss: float, lr: float) -> None:
+        """Keep the steps that are multiples of ``curve_stride``; when more than CURVE_POINTS, double the
+        stride and drop the points off it, so the curve spans the whole run in bounded size."""
+        if global_step % self.curve_stride:
+            return
+        self.curve.append([global_step, loss, lr])
+        while len(self.curve) > CURVE_POINTS:
+            self.curve_stride *= 2
+            self.curve = [p for p in self.curve if p[0] % self.curve_stride == 0]
 
     def train_epoch(self, epoch: int, data: DataSource) -> EpochRecord:
         set_train_mode(self.model, self.template.head_prefixes, self.spec.params.base_frozen)

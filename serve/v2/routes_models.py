@@ -1,7 +1,7 @@
 """Models and model versions (Clarifai's PostModels, ListModels, GetModel, DeleteModel, ListModelTypes,
 GetModelType, PostModelVersions, ListModelVersions, GetModelVersion, DeleteModelVersion,
-GetModelVersionMetrics, PostModelVersionMetrics; and the extension ``POST …/versions/{id}/cancel``), scope
-``train``.
+GetModelVersionMetrics, PostModelVersionMetrics; and the extensions ``POST …/versions/{id}/cancel`` and
+``POST …/versions/{id}/resume``), scope ``train``.
 
 Model types: ``visual-classifier`` (deeptrain's classification), ``visual-detector`` (detection),
 ``visual-embedder`` (embedding). A model's template comes from ``model.metadata.template``, else
@@ -198,6 +198,27 @@ async def delete_model_version(access: Access, model_id: str, version_id: str,
 async def cancel_model_version(access: Access, model_id: str, version_id: str, request: Request) -> dict[str, Any]:
     version = await _thread(model_service.request_cancel, access.ctx, access.app_id, model_id, version_id)
     return ok(model_version=render_version(version, _redact(request)))
+
+
+def _resume(access: Access, model_id: str, version_id: str) -> dict[str, Any]:
+    """Submit an unfinished version again (it continues from its last checkpoint). A trained one is refused
+    before the cluster is asked for (the service's own check, made first so it answers without a cluster)."""
+    from deeptrain.jobs import submit
+
+    version = model_service.get_version(access.ctx, access.app_id, model_id, version_id)
+    if version["status"] == "trained":
+        raise InvalidInput(f"version {version_id!r} is already trained")
+    return submit.submit_training(access.ctx, access.app_id, model_id, resume=version_id,
+                                  address=access.services.job_address(), package=TRAIN_PACKAGE,
+                                  env=submit.serving_env())
+
+
+@route(router, "POST", "/models/{model_id}/versions/{version_id}/resume", scope="train",
+       summary="train a failed, cancelled or stopped version again from its last checkpoint (extension)")
+async def resume_model_version(access: Access, model_id: str, version_id: str, request: Request) -> dict[str, Any]:
+    submitted = await _thread(_resume, access, model_id, version_id)
+    model = await _thread(model_service.get_model, access.ctx, access.app_id, model_id)
+    return ok(model=render_model(model, submitted["version"], _redact(request), {"job": submitted["job"]}))
 
 
 async def _metrics(access: Access, model_id: str, version_id: str, request: Request) -> dict[str, Any]:
