@@ -300,8 +300,8 @@ def _model_form(browser, server, model_id: str, fields: dict[str, str], extra: s
     browser.find_element(*by("#create-model")).click()
 
 
-def _field_error(browser, name: str) -> str:
-    return browser.find_element(*by(f'.field-error[data-for="{name}"]')).text
+def _field_error(browser, name: str, form: str = "") -> str:
+    return browser.find_element(*by(f'{form} .field-error[data-for="{name}"]'.strip())).text
 
 
 @pytest.mark.parametrize("fields, extra, where, words", [
@@ -323,7 +323,7 @@ def test_the_model_form_shows_the_servers_refusal_next_to_the_field(server, brow
 
 def test_create_a_resnext_model_from_the_form_and_watch_it_train(server, browser):
     _model_form(browser, server, MODEL, {"image_size": "32", "num_epochs": "2", "batch_size": "16",
-                                         "num_items_per_epoch": "480", "lrate": "0.05"})
+                                         "num_items_per_epoch": "320", "lrate": "0.05"})
     wait_for("the model page", lambda: browser.current_url.endswith(f"/models/{MODEL}"), timeout=60)
     version_row = find(browser, "#versions tr[data-version]", timeout=60)
     version_id = version_row.get_attribute("data-version")
@@ -447,3 +447,20 @@ def test_a_revoked_key_gets_the_servers_refusal_in_the_page(server, browser):
     find(browser, "#banner")
     assert not js_errors(browser)
     browser.execute_script("localStorage.setItem('deeptrain.key', arguments[0])", server["key"])
+
+
+def test_the_tuning_form_shows_the_servers_refusal_next_to_the_parameter(server, browser):
+    open_page(browser, server, f"/apps/{APP}/models/{MODEL}", "#tune-form")
+    space = find(browser, '#tune-form [name="lrate"]')
+    space.clear()
+    space.send_keys("loguniform:0.1:0.001")  # an empty range
+    trials = browser.find_element(*by("#tune-trials"))
+    trials.clear()
+    trials.send_keys("2")
+    browser.find_element(*by("#tune-start")).click()
+    text = wait_for("the refusal next to lrate", lambda: _field_error(browser, "lrate", "#tune-form"))
+    assert "lrate" in text and "0.1" in text, text
+    screenshot(browser, "13-tuning-refusal")
+    runs = api(server, "GET", f"/v2/apps/{APP}/models/{MODEL}/tune_runs")
+    assert not runs.get("tune_runs"), "a refused search starts nothing"
+    assert not js_errors(browser)

@@ -105,6 +105,9 @@ export function showError(err, form = null) {
     const top = $(".form-error", form);
     if (top) { top.textContent = unplaced.join("; "); top.hidden = false; } else banner(unplaced.join("; "));
   }
+  // the first problem in view: the submit button is often far below the field it is about
+  const first = $$(".form-error:not([hidden]), .field-error:not([hidden])", form)[0];
+  if (first && first.scrollIntoView) first.scrollIntoView({ block: "center" });
 }
 
 /** Run an async action, showing its error instead of breaking the page; returns its result or undefined. */
