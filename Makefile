@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deeptrain-installed
 PYTEST_ARGS ?= --durations=40
 
-.PHONY: venv test test-fast demo bench clean
+.PHONY: venv test test-fast test-extended demo bench clean
 
 # (Re)install when pyproject.toml changes; idempotent otherwise.
 $(STAMP): pyproject.toml
@@ -20,11 +20,15 @@ venv: $(STAMP)
 
 ## the whole suite, slow real-data tests included (what CI runs)
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not extended" $(PYTEST_ARGS)
 
 ## everything but the tests marked slow
 test-fast: venv
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not extended" $(PYTEST_ARGS)
+
+## the learning runs beyond make test's hour (the softmax head on Fashion-MNIST, ~6 min)
+test-extended: venv
+	$(PY) -m pytest -m extended $(PYTEST_ARGS)
 
 ## import a real data set, train, evaluate and serve one prediction (embedded: local Ray, files, SQLite)
 demo: venv

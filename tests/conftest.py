@@ -132,8 +132,9 @@ def ray_cluster():
 
     With the dashboard: Ray Train's placement-group cleaner asks the state API whether a
     run's controller is alive, and removes the workers' placement group of a run whose
-    controller was killed (a trial stopped early by Tune); without it that group would
-    hold its CPUs until the session ends.
+    controller was killed (a trial stopped early by Tune). Where it misses one (seen on a
+    slow CI machine), the tuning driver removes it (``deeptrain.jobs.placement``); otherwise
+    the group would hold its CPUs until the session ends.
     """
     import ray
 

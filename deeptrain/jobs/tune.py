@@ -38,6 +38,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from deeptrain.config import DEFAULT_CPU_PER_WORKER
 from deeptrain.errors import InvalidInput
 from deeptrain.jobs import train as train_job
+from deeptrain.jobs.placement import LeftoverSweeper, existing_groups, sweep_logged
 from deeptrain.jobs.tune_scheduler import check_scheduler_name, choose_scheduler, make_scheduler
 from deeptrain.jobs import plan as plan_job
 from deeptrain.params import resolve_params
@@ -263,7 +264,9 @@ class _Driver:
     ctx: Context
     run: dict[str, Any]
     on_progress: ProgressFn | None
+    sweeper: LeftoverSweeper  # worker groups a stopped trial left behind (deeptrain.jobs.placement)
     last_draw: float = 0.0
+    last_sweep: float = 0.0
 
 
 # Runs this process is driving, by run id. Tune pickles its callbacks into the experiment
@@ -294,6 +297,9 @@ class Recorder(ray_tune.Callback):
         driver = _DRIVERS[self.run_id]
         if time.monotonic() - driver.last_draw >= 0.5:
             self._draw(driver, trials)
+        if time.monotonic() - driver.last_sweep >= 1.0:
+            driver.last_sweep = time.monotonic()
+            sweep_logged(driver.sweeper.sweep)
 
     @staticmethod
     def _draw(driver: _Driver, trials) -> None:
@@ -329,7 +335,7 @@ def _fit(ctx: Context, run: dict[str, Any], tuner, on_progress: ProgressFn | Non
     from deeptrain.training.tune_report import write_tune_report
 
     key = (run["app_id"], run["model_id"], run["id"])
-    _DRIVERS[run["id"]] = _Driver(ctx, run, on_progress)
+    driver = _DRIVERS[run["id"]] = _Driver(ctx, run, on_progress, LeftoverSweeper(existing_groups()))
     try:
         tuner.fit()
     except Exception as exc:
@@ -337,6 +343,7 @@ def _fit(ctx: Context, run: dict[str, Any], tuner, on_progress: ProgressFn | Non
         raise
     finally:
         _DRIVERS.pop(run["id"], None)
+        sweep_logged(driver.sweeper.final)  # no trial of the run is left to start one
     rows = tune_runs.trial_rows(ctx, run)
     unfinished = run["num_trials"] - sum(r["status"] in model_service.FINAL for r in rows)
     best = tune_runs.best_trial(run, rows)
