@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from deeptrain.config import Settings  # noqa: E402
 from deeptrain.cluster import ensure_ray  # noqa: E402
 from deeptrain.jobs.train import cluster_use_gpu  # noqa: E402
-from deeptrain.jobs.tune import fit_concurrency  # noqa: E402
+from deeptrain.jobs.trial_resources import fit_concurrency  # noqa: E402
 from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
 from deeptrain.sdk import Client  # noqa: E402
 from deeptrain.tune_space import parse_space  # noqa: E402

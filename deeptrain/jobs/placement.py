@@ -9,7 +9,7 @@ their data and failed), the group keeps its CPUs until the driver that created i
 A placement group is this driver's (its id ends with the driver's job id: Ray's
 ``PlacementGroupID`` is 14 unique bytes followed by the ``JobID``), holds only CPU/GPU
 bundles (Ray Train's workers; a Tune trial's own group carries a memory bundle,
-``deeptrain.jobs.tune.TRIAL_DRIVER_RESOURCES``, and is Tune's to manage), did not exist
+``deeptrain.jobs.trial_resources.TRIAL_DRIVER_RESOURCES``, and is Tune's to manage), did not exist
 before the search started, and every bundle of it is free: nobody runs in it. Seen so on
 two looks ``settle_s`` apart (a worker group between its group's creation and its actors'
 start is briefly free), it is left over, and removed.
