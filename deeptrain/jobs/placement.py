@@ -70,8 +70,8 @@ class LeftoverSweeper:
     suspects: dict[str, float] = field(default_factory=dict)  # group id -> when first seen idle
     removed: list[str] = field(default_factory=list)
 
-    def sweep(self, now: float | None = None) -> list[str]:
-        now = time.monotonic() if now is None else now
+    def sweep(self) -> list[str]:
+        now = time.monotonic()
         idle = set(idle_worker_groups(self.before))
         self.suspects = {g: self.suspects.get(g, now) for g in idle}
         gone = sorted(g for g, since in self.suspects.items() if now - since >= self.settle_s)

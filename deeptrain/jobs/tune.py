@@ -257,10 +257,11 @@ class Recorder(ray_tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         driver = _DRIVERS[self.run_id]
-        if time.monotonic() - driver.last_draw >= 0.5:
+        now = time.monotonic()
+        if now - driver.last_draw >= 0.5:
             self._draw(driver, trials)
-        if time.monotonic() - driver.last_sweep >= 1.0:
-            driver.last_sweep = time.monotonic()
+        if now - driver.last_sweep >= 1.0:
+            driver.last_sweep = now
             sweep_logged(driver.sweeper.sweep)
 
     @staticmethod
