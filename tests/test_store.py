@@ -44,3 +44,20 @@ def test_an_old_database_is_migrated_in_place(local_settings):
     with store.engine.connect() as conn:
         assert conn.execute(text("SELECT id FROM apps")).scalars().all() == ["old"]
         assert "model_versions" in inspect(conn).get_table_names()
+
+
+def test_a_database_migrated_by_a_newer_release_is_refused_by_name(local_settings):
+    """A schema revision this release does not know (a newer deeptrain ran here) is refused, untouched."""
+    import pytest
+
+    from deeptrain.errors import StorageError
+    from deeptrain.store.db import Store, make_engine
+
+    Store(local_settings.database_url).dispose()
+    engine = make_engine(local_settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    with pytest.raises(StorageError, match=r"'0099_from_the_future'.*newer deeptrain") as err:
+        Store(local_settings.database_url)
+    assert head_revision() in str(err.value)
+    assert current_revision(engine) == "0099_from_the_future"

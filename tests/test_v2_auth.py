@@ -8,6 +8,7 @@ gateway includes); a route's scope and kind of key are in its OpenAPI operation 
 from __future__ import annotations
 
 import re
+import tempfile
 
 import pytest
 from fastapi.testclient import TestClient
@@ -43,8 +44,9 @@ def world(tmp_path_factory):
 def _operations() -> list[tuple[str, str, str | None, str]]:
     from deeptrain.config import Settings
 
-    doc = control_api(Services(Context.from_settings(Settings.from_env(env={"DEEPTRAIN_HOME": "/nonexistent"})))
-                      ).openapi()
+    # the OpenAPI document needs no data, only a home of its own (never a fixed path another run may share)
+    env = {"DEEPTRAIN_HOME": tempfile.mkdtemp(prefix="deeptrain-openapi-")}
+    doc = control_api(Services(Context.from_settings(Settings.from_env(env=env)))).openapi()
     ops = [(method.upper(), path, None if op["x-deeptrain-scope"] == "none" else op["x-deeptrain-scope"],
             op["x-deeptrain-need"])
            for path, item in doc["paths"].items() for method, op in item.items()]

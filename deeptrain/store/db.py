@@ -59,15 +59,29 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _known(revision: str) -> bool:
+    return revision in {script.revision for script in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (no-op when already there)."""
-    if current_revision(engine) == head_revision():
+    """Bring the schema to the newest revision (no-op when already there).
+
+    A database stamped with a revision this release does not know was migrated by a newer deeptrain:
+    refuse it by name rather than let Alembic fail on an unknown revision (nothing is changed).
+    """
+    current, head = current_revision(engine), head_revision()
+    if current == head:
         return
+    if current is not None and not _known(current):
+        raise StorageError(
+            f"the metadata database {make_url(engine.url).render_as_string()} is at schema revision "
+            f"{current!r}, which this deeptrain does not know (it knows up to {head!r}): it was migrated "
+            "by a newer deeptrain; run that version, or point DEEPTRAIN_DATABASE_URL at another database")
     cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
