@@ -39,6 +39,9 @@ def check_key(key: str) -> str:
     return key
 
 
+S3_MAX_ATTEMPTS = 5
+
+
 def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
     """An S3 filesystem configured from the standard AWS variables."""
     env = os.environ if env is None else env
@@ -46,6 +49,8 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
         "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         "connect_timeout": 10,
         "request_timeout": 60,
+        # the AWS SDK's standard retry mode: throttling, 5xx and dropped connections retried with jittered backoff
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS),
     }
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:

@@ -2,7 +2,7 @@
 
     with seaweedfs_s3() as s3:          # s3.endpoint, s3.access_key, s3.secret_key, s3.region
         bucket = s3.bucket("name")       # creates it (idempotent), returns the name
-    with postgres_server() as pg:       # pg.url: postgresql+psycopg2://USER:PASS@127.0.0.1:PORT/postgres
+    with postgres_server() as pg:       # pg.url: postgresql://USER:PASS@127.0.0.1:PORT/postgres
         url = pg.create_database("x")    # same server, new database; returns its URL
 
 Each server runs in its own process group, binds 127.0.0.1 only, keeps all its files in
@@ -466,7 +466,8 @@ class PostgresServer:
     def url_for(self, dbname: str) -> str:
         from sqlalchemy.engine import URL
 
-        return URL.create("postgresql+psycopg2", username=self.user, password=self.password,
+        return URL.create("postgresql",  # what users write: deeptrain opens it with psycopg 3
+                          username=self.user, password=self.password,
                           host=self.host, port=self.port, database=dbname
                           ).render_as_string(hide_password=False)
 
@@ -475,18 +476,15 @@ class PostgresServer:
         return self.url_for(self.dbname)
 
     def connect(self, dbname: str | None = None):
-        """A raw psycopg2 connection (autocommit) to dbname (default: the main one)."""
-        import psycopg2
+        """A raw psycopg (3) connection (autocommit) to dbname (default: the main one)."""
+        import psycopg
 
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user,
-                                password=self.password, dbname=dbname or self.dbname,
-                                connect_timeout=5)
-        conn.autocommit = True
-        return conn
+        return psycopg.connect(host=self.host, port=self.port, user=self.user, password=self.password,
+                               dbname=dbname or self.dbname, connect_timeout=5, autocommit=True)
 
     def create_database(self, name: str) -> str:
         """CREATE DATABASE name (owned by the server's user); return its SQLAlchemy URL."""
-        from psycopg2 import sql
+        from psycopg import sql
 
         conn = self.connect()
         try:

@@ -79,7 +79,9 @@ def _logs(settings, cluster, job_id: str) -> str:
 
 def _row(settings, version_id: str):
     """The version as PostgreSQL has it (plain SQL, not through deeptrain)."""
-    engine = sqlalchemy.create_engine(settings.database_url)
+    from deeptrain.store.db import make_engine
+
+    engine = make_engine(settings.database_url)
     try:
         with engine.connect() as conn:
             return conn.execute(sqlalchemy.text(
@@ -201,7 +203,7 @@ def test_a_job_that_cannot_start_fails_its_version_with_the_reason(case, cluster
         "storage-unreachable": (["--package", "local", "--env", f"AWS_ENDPOINT_URL=http://{closed}"],
                                 f"Failed to connect to {closed}", True),
         "store-unreachable": (["--package", "local", "--env",
-                               f"DEEPTRAIN_DATABASE_URL=postgresql+psycopg2://nobody:x@{closed}/nothing"],
+                               f"DEEPTRAIN_DATABASE_URL=postgresql+psycopg://nobody:x@{closed}/nothing"],
                               "Connection refused", False),
     }[case]
     model = case.replace("-", "")[:24]

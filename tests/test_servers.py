@@ -167,9 +167,11 @@ def pg():
 def test_postgres_sqlalchemy_roundtrip(pg):
     import sqlalchemy as sa
 
-    assert pg.url.startswith("postgresql+psycopg2://")
+    from deeptrain.store.db import make_engine
+
+    assert pg.url.startswith("postgresql://")
     assert "@127.0.0.1:" in pg.url
-    engine = sa.create_engine(pg.url)
+    engine = make_engine(pg.url)
     try:
         meta = sa.MetaData()
         items = sa.Table("items", meta,
@@ -189,9 +191,11 @@ def test_postgres_sqlalchemy_roundtrip(pg):
 def test_postgres_create_database(pg):
     import sqlalchemy as sa
 
+    from deeptrain.store.db import make_engine
+
     url = pg.create_database("smoke_second")
     assert url.endswith("/smoke_second")
-    engine = sa.create_engine(url)
+    engine = make_engine(url)
     try:
         with engine.begin() as conn:
             assert conn.execute(sa.text("SELECT current_database()")).scalar() == "smoke_second"
@@ -202,7 +206,7 @@ def test_postgres_create_database(pg):
     finally:
         engine.dispose()
     # the table lives in the new database only
-    main = sa.create_engine(pg.url)
+    main = make_engine(pg.url)
     try:
         with main.connect() as conn:
             assert not sa.inspect(conn).has_table("t")
@@ -212,10 +216,12 @@ def test_postgres_create_database(pg):
 
 def test_postgres_rejects_wrong_password(pg):
     import sqlalchemy as sa
+
+    from deeptrain.store.db import make_engine
     from sqlalchemy.engine import make_url
 
     bad = make_url(pg.url).set(password="wrong")
-    engine = sa.create_engine(bad)
+    engine = make_engine(bad.render_as_string(hide_password=False))
     try:
         with pytest.raises(sa.exc.OperationalError):
             engine.connect().close()

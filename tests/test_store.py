@@ -61,3 +61,23 @@ def test_a_database_migrated_by_a_newer_release_is_refused_by_name(local_setting
         Store(local_settings.database_url)
     assert head_revision() in str(err.value)
     assert current_revision(engine) == "0099_from_the_future"
+
+
+def test_a_postgresql_url_without_a_driver_uses_psycopg_3():
+    """postgresql:// and postgres:// open with psycopg 3 (installed with deeptrain), not SQLAlchemy's psycopg2."""
+    from deeptrain.store.db import database_url
+
+    for url in ("postgresql://u:p@db:5432/deeptrain", "postgres://u:p@db/deeptrain"):
+        assert database_url(url).drivername == "postgresql+psycopg"
+    assert database_url("postgresql+psycopg://u@db/x").drivername == "postgresql+psycopg"
+    assert database_url("sqlite:///x.db").drivername == "sqlite"
+
+
+def test_a_driver_that_is_not_installed_is_named_with_the_fix():
+    import pytest
+
+    from deeptrain.errors import InvalidInput
+    from deeptrain.store.db import make_engine
+
+    with pytest.raises(InvalidInput, match=r"'postgresql\+pg8000'.*not installed.*postgresql://"):
+        make_engine("postgresql+pg8000://u:p@127.0.0.1:1/x")

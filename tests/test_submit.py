@@ -26,7 +26,7 @@ from tests.ray_nodes import free_port, local_ray_cluster
 TINY = {"image_size": 32, "num_epochs": 1, "batch_size": 20, "num_items_per_epoch": 40, "init_epochs": 1,
         "step_epochs": 1}
 CLUSTER_SETTINGS = {"DEEPTRAIN_HOME": "/home/me/.deeptrain", "DEEPTRAIN_STORAGE": "s3://bucket/prefix",
-                    "DEEPTRAIN_DATABASE_URL": "postgresql+psycopg2://u:p@db.internal:5432/deeptrain"}
+                    "DEEPTRAIN_DATABASE_URL": "postgresql+psycopg://u:p@db.internal:5432/deeptrain"}
 
 
 def test_local_storage_and_sqlite_are_refused_for_a_cluster_with_a_node_elsewhere(local_settings):

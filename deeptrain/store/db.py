@@ -8,6 +8,7 @@ place (``alembic_version`` records where it stands).
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,13 +18,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from deeptrain.errors import InvalidInput, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONNECT_BACKOFF_S = (0.5, 1.0, 2.0)  # waits between the tries of a server database's first connection
 
 
 def _alembic_config() -> Config:
@@ -36,12 +38,22 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head() or ""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL, foreign keys and a busy timeout for concurrent writers."""
+def database_url(url: str) -> URL:
+    """The URL SQLAlchemy opens: ``postgresql://`` (and ``postgres://``) without a driver uses psycopg 3,
+    the driver deeptrain installs (SQLAlchemy's own default would be psycopg2)."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise InvalidInput(f"invalid DEEPTRAIN_DATABASE_URL {url!r}: {exc}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL, foreign keys and a busy timeout for concurrent writers; a server database
+    gets SQLAlchemy's pre-ping (a connection the server dropped is replaced, not failed on) and a recycle age."""
+    parsed = database_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +68,15 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        return create_engine(parsed, pool_pre_ping=True, pool_recycle=1800, connect_args=_connect_args(parsed))
+    except ModuleNotFoundError as exc:
+        raise InvalidInput(f"DEEPTRAIN_DATABASE_URL names the driver {parsed.drivername!r}, whose module {exc.name!r} "
+                           "is not installed: use postgresql://… (psycopg 3, installed with deeptrain)") from None
+
+
+def _connect_args(parsed: URL) -> dict[str, object]:
+    return {"connect_timeout": 10} if parsed.drivername.startswith("postgresql") else {}
 
 
 def _known(revision: str) -> bool:
@@ -94,10 +114,16 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
-        try:
-            upgrade(self.engine)
-        except OperationalError as exc:
-            raise StorageError(f"cannot open the metadata database {make_url(url).render_as_string()}: {exc.orig}") from None
+        server = self.engine.dialect.name != "sqlite"
+        for delay in (*CONNECT_BACKOFF_S, None) if server else (None,):
+            try:
+                upgrade(self.engine)
+                break
+            except OperationalError as exc:  # a server still starting (a pod before its database) gets a few tries
+                if delay is None:
+                    raise StorageError(f"cannot open the metadata database {make_url(url).render_as_string()}: "
+                                       f"{exc.orig}") from None
+                time.sleep(delay)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
