@@ -110,11 +110,12 @@ def predict_prepared(loaded: LoadedModel, items: Sequence[Prepared], *, threshol
     flips = loaded.params.average_horizontal_flips
     if not items:
         return []
+    device = next(loaded.model.parameters()).device  # a model moved to a GPU predicts there
     if task == "detection":
         limit = loaded.params.detection_score_threshold if threshold is None else threshold
-        return [{"regions": _regions(loaded, item, predict_with_flips(loaded.model, task, item.tensor, flips)[0],
-                                     limit)} for item in items]
-    out = predict_with_flips(loaded.model, task, model_input(loaded, items), flips)
+        return [{"regions": _regions(loaded, item, predict_with_flips(loaded.model, task, item.tensor.to(device),
+                                                                      flips)[0], limit)} for item in items]
+    out = predict_with_flips(loaded.model, task, model_input(loaded, items).to(device), flips).float().cpu()
     if task == "embedding":
         return [{"embedding": row.tolist()} for row in out]
     concepts = loaded.manifest["concepts"]

@@ -186,3 +186,17 @@ def test_every_task_trains_evaluates_and_writes_its_report(tmp_path, task, templ
     assert report["plots"] == expected[1]
     for name in expected[1]:
         assert storage.get_bytes(f"v/{name}").startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_every_precision_steps_and_fp16_scales_its_loss(precision):
+    """Mixed precision under CPU autocast (the GPU figures are bench/gpu_smoke.py's): three optimizer steps give
+    finite losses and move the head; fp16 steps through a GradScaler (CPU fp16 is slow: steps, not epochs)."""
+    spec, data = _setup(1, precision=precision)
+    run = _Run.build(spec, LocalHost())
+    assert (run.scaler is not None) == (precision == "fp16")
+    head = run.model.fc.weight.detach().clone()
+    batch = next(iter(data.train_batches(0)))
+    losses = [run.step(batch, 0, step)[0] for step in range(3)]
+    assert all(np.isfinite(losses)), losses
+    assert not torch.equal(head, run.model.fc.weight.detach())

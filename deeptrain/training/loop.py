@@ -190,6 +190,8 @@ class _Run:
     # the live loss curve: [global_step, loss, lr] of every ``curve_stride``-th step, at most CURVE_POINTS of them
     curve: list[list[float]] = field(default_factory=list)
     curve_stride: int = 1
+    # fp16 keeps small gradients from flushing to zero by scaling the loss (bf16 has fp32's range: none needed)
+    scaler: torch.amp.GradScaler | None = None
 
     @classmethod
     def build(cls, spec: TrainSpec, host: Host) -> "_Run":
@@ -200,6 +202,7 @@ class _Run:
         model = build_model(spec.task, spec.template, params, len(spec.concept_ids))
         optimizer = make_optimizer(model, template.head_prefixes, params)
         run = cls(spec, host, template, device, model, optimizer, StepSchedule(optimizer, params))
+        run.scaler = torch.amp.GradScaler(device.type) if params.precision == "fp16" else None
         state = host.restore()
         if state is not None:
             model.load_state_dict(state["model"])
@@ -228,8 +231,13 @@ class _Run:
         with _autocast(params.precision, self.device):
             loss = self.loss_module(x, y)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:  # a step whose scaled gradients overflowed is skipped and the scale lowered
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         loss_value = float(loss.detach())  # syncs the device, so the step's time is all in
         if not math.isfinite(loss_value):
             raise FloatingPointError(f"training loss became {loss_value} at epoch {epoch}, step {step}; "
