@@ -32,6 +32,7 @@ from deeptrain.services import apps, concepts, datasets, gc, inputs, keys, label
 from deeptrain.services import models as models_service
 from deeptrain.services.context import Context
 from deeptrain.services.inputs import ProgressFn
+from deeptrain.weights.client import WeightsMethods
 
 
 class Client(TrainingMethods, TuningMethods):
@@ -50,6 +51,7 @@ class Client(TrainingMethods, TuningMethods):
     def __init__(self, settings: Settings | None = None, **overrides: Any):
         self.settings = settings or Settings.from_env(**overrides)
         self.ctx = Context.from_settings(self.settings)
+        self.weights = WeightsMethods(self.ctx)  # the backbone weights registry (``deeptrain.weights.client``)
 
     # --- apps ----------------------------------------------------------------------
     def create_app(self, app_id: str, name: str | None = None) -> App:

@@ -10,7 +10,7 @@ from deeptrain.store.db import current_revision, head_revision
 
 def test_schema_is_created_and_versioned(settings):
     store = open_store(settings.database_url)
-    assert current_revision(store.engine) == head_revision() == "0007_user_keys"
+    assert current_revision(store.engine) == head_revision() == "0008_base_weights"
     tables = set(inspect(store.engine).get_table_names())
     assert {"apps", "concepts", "inputs", "annotations", "dataset_versions", "workflows", "tune_runs", "tune_trials",
             "alembic_version"} <= tables

@@ -32,3 +32,4 @@ def add_commands(app: typer.Typer, cluster_apps: Sequence[tuple[typer.Typer, str
     app.command("tune")(tune_command)
     app.command("gc")(gc_command)
     app.add_typer(tune_runs_app, name="tune-runs")
+    app.add_typer(__import__("deeptrain.cli.weights", fromlist=["weights_app"]).weights_app, name="weights")

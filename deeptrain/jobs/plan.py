@@ -3,7 +3,8 @@
 ``plan_training`` resolves the hyperparameters once (``resolve_params``: template defaults
 <- the model's params <- this run's overrides), checks the labels (concepts with training
 inputs, the single-label rule of softmax and embedding, a test split) and fixes the
-concept list, the steps per epoch and the preprocessing geometry. The ``TrainPlan`` it
+concept list, the steps per epoch and the preprocessing geometry, and turns ``init_from`` into the
+weights it names (``deeptrain.weights.resolve``: a ``URI#sha256=HEX`` or None). The ``TrainPlan`` it
 returns carries the frozen ``HyperParams`` to the workers; it is saved beside the
 version's artifacts, so ``resume`` runs exactly what was planned.
 """
@@ -24,6 +25,7 @@ from deeptrain.services import models as model_service
 from deeptrain.services.context import Context
 from deeptrain.templates import get_template
 from deeptrain.training.preprocess import canvas_size
+from deeptrain.weights import resolve_init_from
 
 MAX_BOXES = 512
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -78,6 +80,8 @@ class TrainPlan:
     max_boxes: int
     resources: WorkerResources = field(default_factory=WorkerResources)
     num_val: int = 0  # labelled validation inputs; 0: the periodic evaluation falls back to the test split
+    # where the base's weights came from (``deeptrain.weights.resolve``): source, architecture, sha256, uri
+    init_weights: dict[str, Any] = field(default_factory=dict)
 
     @property
     def validation_split(self) -> str:
@@ -143,8 +147,8 @@ def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
     """Validate and plan a run; every refusal names what to fix."""
     model = model_service.get_model(ctx, app_id, model_id)
     task = model["task"]
-    params = resolve_params(get_template(task, model["template"]), model["params"],
-                            {**overrides, "num_workers": num_workers})
+    template = get_template(task, model["template"])
+    params = resolve_params(template, model["params"], {**overrides, "num_workers": num_workers})
     resources = resources or WorkerResources()
     if resources.cpus is None:
         resources = replace(resources, cpus=ctx.settings.cpu_per_worker)
@@ -176,9 +180,11 @@ def plan_training(ctx: Context, app_id: str, model_id: str, overrides: dict[str,
         raise InvalidInput(f"dataset version {dataset['id']} has no labelled test inputs to evaluate on; "
                            "import some with --split test or snapshot with a test_fraction")
     canvas, max_boxes = geometry(table, params.image_size)
+    params, init_weights = resolve_init_from(ctx, app_id, template, params)
     return TrainPlan(params=params, concepts=concepts, class_map=class_map, dataset_version_id=dataset["id"],
                      num_train=num_train, num_test=num_test, steps_per_epoch=params.steps_per_epoch(num_train),
-                     canvas=canvas, max_boxes=max_boxes, resources=resources, num_val=num_val)
+                     canvas=canvas, max_boxes=max_boxes, resources=resources, num_val=num_val,
+                     init_weights=init_weights)
 
 
 def save_plan(ctx: Context, prefix: str, plan: TrainPlan) -> None:

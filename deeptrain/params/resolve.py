@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import ValidationError
 
-from deeptrain.params.schema import (LRATE_PARAMS, MULTIPLIER_IGNORED, HyperParams, ParamError, base_type_name,
-                                     check_param_names, two_lrates_reason, unknown_param_error)
+from deeptrain.params.schema import (INIT_SCRATCH, LRATE_PARAMS, MULTIPLIER_IGNORED, HyperParams, ParamError,
+                                     base_type_name, check_param_names, two_lrates_reason, unknown_param_error)
 
 if TYPE_CHECKING:  # pragma: no cover
     from deeptrain.templates import Template
@@ -115,8 +115,8 @@ def resolve_params(template: "Template | None", *layers: Mapping[str, Any] | Non
     - ``image_size`` must be at least ``template.min_image_size``;
     - ``batch_size`` (the global batch) must be divisible by the number of workers:
       ``num_workers`` when given, else the resolved ``num_workers`` parameter;
-    - ``base_gradient_multiplier`` given without ``init_from`` is kept, with a warning
-      that it is ignored.
+    - ``base_gradient_multiplier`` given without ``init_from`` (or with ``scratch``) is kept, with a
+      warning that it is ignored; ``imagenet``/``imagenet-if-available`` are resolved by the plan.
     """
     defaults = dict(template.defaults) if template is not None else {}
     merged = merge_layers(defaults, *layers)
@@ -127,7 +127,7 @@ def resolve_params(template: "Template | None", *layers: Mapping[str, Any] | Non
     _check_template(template, params)
     _check_workers(params, num_workers)
     if any((values or {}).get("base_gradient_multiplier") is not None for values in layers) \
-            and not params.pretrained_base:
+            and params.init_from in (None, INIT_SCRATCH):
         warnings.warn(f"base_gradient_multiplier={params.base_gradient_multiplier!r}: {MULTIPLIER_IGNORED}",
                       UserWarning, stacklevel=2)
     return params

@@ -18,6 +18,9 @@ from deeptrain.errors import InvalidInput
 DEFAULT_PER_ITEM_LRATE = 7.8125e-5  # = 0.01 / 128
 LRATE_PARAMS = ("lrate", "per_item_lrate", "per_128_lrate")
 Precision = Literal["fp32", "bf16", "fp16"]
+# init_from values the plan resolves (``deeptrain.weights.resolve``): none of them is a source itself
+INIT_IMAGENET, INIT_IF_AVAILABLE, INIT_SCRATCH = "imagenet", "imagenet-if-available", "scratch"
+SYMBOLIC_INIT_FROM = (INIT_IMAGENET, INIT_IF_AVAILABLE, INIT_SCRATCH)
 
 
 class ParamError(InvalidInput):
@@ -128,9 +131,13 @@ class HyperParams(BaseModel):
         "added by the service: embedding templates: size of the L2-normalized output vector",
         "1..4096"), ge=1, le=4096)
     init_from: str | None = _field(None, _service(
-        "added by the service: initialize the base from a model version, a weights file "
-        "(.safetensors / .pt) or a file:// / s3:// URI of a state_dict (timm/torchvision naming "
-        "accepted); nothing is downloaded", "a version id, path or URI"), min_length=1)
+        "added by the service: where the base's weights come from: imagenet (the backbone's ImageNet "
+        "weights from the `deeptrain weights` registry or a local timm/torchvision cache, an error if "
+        "there are none), imagenet-if-available (the templates' default: those weights when present, "
+        "else from scratch), scratch, a model version id, a weights file (.safetensors / .pt) or a "
+        "file:// / s3:// URI of a state_dict (timm/torchvision naming accepted); the plan resolves it to "
+        "a URI with its sha256", "imagenet, imagenet-if-available, scratch, a version id, path or URI"),
+        min_length=1)
     seed: int = _field(0, _service(
         "added by the service: random seed; same seed + same data = same metrics on CPU", ">= 0"), ge=0)
     num_workers: int = _field(1, _service(
@@ -176,8 +183,10 @@ class HyperParams(BaseModel):
 
     @property
     def pretrained_base(self) -> bool:
-        """Whether the base starts from ``init_from`` (the multiplier applies only then)."""
-        return self.init_from is not None
+        """Whether the base starts from weights (the multiplier applies only then): ``init_from`` names a
+        source; the symbolic values (``imagenet``, ``imagenet-if-available``, ``scratch``) are not one until
+        the plan resolves them (``deeptrain.weights``) to a URI, or to None (scratch)."""
+        return self.init_from is not None and self.init_from not in SYMBOLIC_INIT_FROM
 
     @property
     def base_lr_scale(self) -> float:

@@ -6,6 +6,7 @@ from deeptrain.store.schema import (
     ApiKey,
     App,
     Base,
+    BaseWeights,
     Concept,
     DatasetVersion,
     Input,
@@ -16,5 +17,5 @@ from deeptrain.store.schema import (
     Workflow,
 )
 
-__all__ = ["Store", "open_store", "Base", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
+__all__ = ["Store", "open_store", "Base", "BaseWeights", "ApiKey", "App", "Concept", "Input", "Annotation", "DatasetVersion", "Model",
            "ModelVersion", "TuneRun", "TuneTrial", "Workflow"]

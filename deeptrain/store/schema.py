@@ -237,3 +237,19 @@ class TuneTrial(Base):
     version_id: Mapped[str] = mapped_column(String(64))
     runs: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BaseWeights(Base):
+    """Weights of a backbone registered once for the cluster (``deeptrain weights add``): the base tensors
+    under the model's names, as safetensors at ``storage_key`` (content-addressed by ``sha256``)."""
+
+    __tablename__ = "base_weights"
+
+    architecture: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)  # "imagenet": what init_from=imagenet uses
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(String(512))
+    source: Mapped[str] = mapped_column(Text)  # where it came from (a file name, a hub repository, a cache)
+    num_tensors: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

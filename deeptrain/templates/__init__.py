@@ -22,11 +22,24 @@ from deeptrain.templates.registry import (
     Template,
     TemplateError,
     all_templates,
+    architectures,
     get_template,
     register,
+    templates_of_architecture,
 )
 
-__all__ = ["TASKS", "Template", "TemplateError", "all_templates", "get_template", "register"]
+__all__ = ["TASKS", "Template", "TemplateError", "all_templates", "architectures", "get_template", "register",
+           "templates_of_architecture"]
+
+# ImageNet weights of each backbone (``deeptrain weights``): timm's pretrained tag (its Hugging Face hub
+# repository) and the file torchvision downloads; BN-Inception has neither (register a converted checkpoint)
+_RESNEXT_W = dict(architecture="resnext50_32x4d", timm_pretrained="resnext50_32x4d.a1h_in1k",
+                  torchvision_weights="resnext50_32x4d-7cdf4587.pth")
+_INCEPTION_V3_W = dict(architecture="inception_v3", timm_pretrained="inception_v3.tv_in1k",
+                       torchvision_weights="inception_v3_google-0cc3c7bd.pth")
+_BN_INCEPTION_W = dict(architecture="bn_inception")
+_INCEPTION_RESNET_V2_W = dict(architecture="inception_resnet_v2", timm_pretrained="inception_resnet_v2.tf_in1k")
+_INCEPTION_V4_W = dict(architecture="inception_v4", timm_pretrained="inception_v4.tf_in1k")
 
 # References (parameter counts at 1000 classes)
 _INCEPTION_V3_REF = (
@@ -62,6 +75,7 @@ register(
         task="classification",
         name="InceptionV2",
         builder="deeptrain.models.inception_v2:build_classifier",
+        **_INCEPTION_V3_W,
         head_prefixes=("fc.",),
         min_image_size=80,
         description="Factorized Inception (the network timm calls inception_v3), auxiliary head off.",
@@ -76,6 +90,7 @@ register(
         task="classification",
         name="InceptionBatchNorm",
         builder="deeptrain.models.bn_inception:build_classifier",
+        **_BN_INCEPTION_W,
         head_prefixes=("fc.",),
         min_image_size=32,
         description="BN-Inception (Inception with batch normalization), written from the paper.",
@@ -90,6 +105,7 @@ register(
         task="classification",
         name="InceptionResnetV2",
         builder="deeptrain.models.inception_resnet_v2:build_classifier",
+        **_INCEPTION_RESNET_V2_W,
         head_prefixes=("classif.",),
         min_image_size=80,
         description="Inception-ResNet-v2 (timm inception_resnet_v2).",
@@ -104,6 +120,7 @@ register(
         task="classification",
         name="ResNext",
         builder="deeptrain.models.resnext:build_classifier",
+        **_RESNEXT_W,
         head_prefixes=("fc.",),
         min_image_size=32,
         description="ResNeXt-50 32x4d (timm resnext50_32x4d).",
@@ -118,6 +135,7 @@ register(
         task="detection",
         name="InceptionV2",
         builder="deeptrain.models.detection:build_inception_v2_detector",
+        **_INCEPTION_V3_W,
         head_prefixes=("fpn.", "head."),
         min_image_size=80,
         description="InceptionV2 (timm inception_v3) stride-8/16/32 features + FPN (P3-P7) + RetinaNet-style head.",
@@ -133,6 +151,7 @@ register(
         task="detection",
         name="InceptionV4",
         builder="deeptrain.models.detection:build_inception_v4_detector",
+        **_INCEPTION_V4_W,
         head_prefixes=("fpn.", "head."),
         min_image_size=80,
         description="Inception-v4 (timm inception_v4) stride-8/16/32 features + FPN (P3-P7) + RetinaNet-style head.",
@@ -148,6 +167,7 @@ register(
         task="embedding",
         name="InceptionBatchNorm",
         builder="deeptrain.models.bn_inception:build_embedding",
+        **_BN_INCEPTION_W,
         head_prefixes=("embedding.",),
         min_image_size=32,
         description="BN-Inception -> global average pool -> linear to embedding_dim -> L2 normalize; "
@@ -163,6 +183,7 @@ register(
         task="embedding",
         name="ResNext",
         builder="deeptrain.models.resnext:build_embedding",
+        **_RESNEXT_W,
         head_prefixes=("embedding.",),
         min_image_size=32,
         description="ResNeXt-50 32x4d -> global average pool -> linear to embedding_dim -> L2 normalize; "

@@ -23,6 +23,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
+DEFAULT_INIT_FROM = "imagenet-if-available"  # a built-in template's default (see ``deeptrain.weights``)
 
 
 class TemplateError(ValueError):
@@ -40,6 +41,12 @@ class Template:
     defaults: hyperparameter defaults that differ from the schema's global defaults.
     reference_num_params: the published parameter count at 1000 classes (backbone +
         classifier), pinned by the tests within 1 %.
+    architecture: the backbone; the weights registry (``deeptrain weights``) is keyed by it, so the
+        classification, detection and embedding templates of one backbone share its ImageNet weights.
+    timm_pretrained: timm's pretrained tag of the backbone (``name.tag``; its ``hf_hub_id`` names the
+        Hugging Face hub repository timm downloads ``model.safetensors`` from); None: timm has none.
+    torchvision_weights: the file torchvision downloads into ``$TORCH_HOME/hub/checkpoints``; None: none.
+    A template with an architecture defaults to ``init_from=imagenet-if-available``.
     """
 
     task: Task
@@ -53,9 +60,15 @@ class Template:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    architecture: str | None = None
+    timm_pretrained: str | None = None
+    torchvision_weights: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        defaults = dict(self.defaults)
+        if self.architecture is not None:
+            defaults.setdefault("init_from", DEFAULT_INIT_FROM)
+        object.__setattr__(self, "defaults", MappingProxyType(defaults))
 
     @property
     def key(self) -> tuple[str, str]:
@@ -100,3 +113,14 @@ def get_template(task: str, name: str) -> Template:
 def all_templates() -> list[Template]:
     """Every registered template, in registration order."""
     return list(_REGISTRY.values())
+
+
+def templates_of_architecture(architecture: str) -> list[Template]:
+    """The templates built on one backbone (classification first), in registration order."""
+    found = [t for t in _REGISTRY.values() if t.architecture == architecture]
+    return sorted(found, key=lambda t: TASKS.index(t.task))
+
+
+def architectures() -> list[str]:
+    """Every backbone a registered template is built on, in registration order."""
+    return list(dict.fromkeys(t.architecture for t in _REGISTRY.values() if t.architecture))

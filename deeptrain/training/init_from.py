@@ -1,6 +1,7 @@
 """``init_from``: initialize a model from a state_dict in a file or in object storage.
 
-Sources (never downloaded from a hub):
+Sources (never downloaded from a hub; ``imagenet`` and the other symbolic values are resolved to
+one of these by the plan, see ``deeptrain.weights``):
 
 - a local path: ``.safetensors``, or a torch file (``.pt``/``.pth``/``.bin``/``.ckpt``,
   read with ``weights_only=True``); other extensions are recognized by content;
@@ -8,7 +9,9 @@ Sources (never downloaded from a hub):
   variables ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
   ``AWS_REGION``);
 - a directory (or prefix) holding ``weights.safetensors`` / ``weights.pt`` (a model
-  version's artifacts).
+  version's artifacts);
+- any of these with ``#sha256=HEX`` appended (how a plan records the weights it resolved):
+  the file's bytes must have that digest.
 
 A checkpoint dict holding the weights under ``state_dict``/``model``/``model_state_dict``
 is unwrapped. Keys with timm/torchvision/DDP/Lightning prefixes (``module.``, ``model.``,
@@ -21,6 +24,7 @@ initialization and is reported.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import posixpath
@@ -32,8 +36,8 @@ from torch import Tensor, nn
 
 from deeptrain.training.param_groups import is_head
 
-__all__ = ["InitFromError", "InitReport", "STRIP_PREFIXES", "apply_init_from", "load_state_dict_source",
-           "match_keys"]
+__all__ = ["InitFromError", "InitReport", "SHA_MARK", "STRIP_PREFIXES", "apply_init_from", "load_state_dict_source",
+           "match_keys", "read_source", "split_sha256", "state_dict_from_bytes"]
 
 STRIP_PREFIXES = ("module.", "model.", "backbone.", "_orig_mod.")
 WEIGHT_FILES = ("weights.safetensors", "weights.pt", "model.safetensors", "pytorch_model.bin")
@@ -136,10 +140,34 @@ def _unwrap(obj: Any, source: str) -> dict[str, Tensor]:
     return tensors
 
 
+SHA_MARK = "#sha256="
+
+
+def split_sha256(source: str) -> tuple[str, str | None]:
+    """``(location, sha256)`` of a resolved ``init_from`` (``URI#sha256=HEX``, what a plan records)."""
+    location, mark, digest = source.partition(SHA_MARK)
+    return (location, digest) if mark else (source, None)
+
+
+def read_source(uri_or_path: str | os.PathLike[str]) -> tuple[bytes, str]:
+    """(bytes, the file's path) of a weights source (a directory/prefix resolves to its weights file)."""
+    return _read(os.fspath(uri_or_path))
+
+
 def load_state_dict_source(uri_or_path: str | os.PathLike[str]) -> dict[str, Tensor]:
-    """Read a state_dict (on CPU) from a path or a ``file://``/``s3://`` URI; see the module docstring."""
-    data, path = _read(os.fspath(uri_or_path))
-    source = os.fspath(uri_or_path)
+    """Read a state_dict (on CPU) from a path or a ``file://``/``s3://`` URI; see the module docstring.
+
+    A ``#sha256=HEX`` suffix (a planned ``init_from``) is checked: other bytes there are an error."""
+    source, expected = split_sha256(os.fspath(uri_or_path))
+    data, path = _read(source)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise InitFromError(f"init_from {source!r} changed since the run was planned: its sha256 is not {expected}; "
+                            "train again to plan with the new file")
+    return state_dict_from_bytes(data, path, source)
+
+
+def state_dict_from_bytes(data: bytes, path: str, source: str) -> dict[str, Tensor]:
+    """Decode a weights file's bytes (safetensors or torch, by ``path``'s extension, else by content)."""
     lower = path.lower()
     as_safetensors = lower.endswith(".safetensors") or (not lower.endswith(_TORCH_EXTS) and _is_safetensors(data))
     try:

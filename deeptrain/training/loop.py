@@ -19,10 +19,11 @@ from torch import Tensor, nn
 
 from deeptrain.models.tasks import predict_with_flips
 from deeptrain.params import HyperParams
+from deeptrain.params.schema import INIT_IMAGENET
 from deeptrain.templates import Template, get_template
 from deeptrain.training import metrics as task_metrics
 from deeptrain.training.augment import batch_generator, crop_flip_normalize
-from deeptrain.training.init_from import apply_init_from, load_state_dict_source
+from deeptrain.training.init_from import InitFromError, apply_init_from, load_state_dict_source
 from deeptrain.training.param_groups import make_optimizer, set_train_mode
 from deeptrain.training.schedule import StepSchedule, apply_warmup
 
@@ -92,8 +93,14 @@ def task_kwargs(task: str, params: HyperParams) -> dict[str, Any]:
 
 
 def build_model(task: str, template_name: str, params: HyperParams, num_classes: int) -> nn.Module:
-    """The template's model, its base initialized from ``init_from`` when given (``params.pretrained_base``)."""
+    """The template's model, its base initialized from ``init_from`` when it names weights
+    (``params.pretrained_base``: the plan resolved ``imagenet`` & co. to a ``URI#sha256=HEX``; the file's
+    digest is checked). Without a plan (a local loop), ``imagenet-if-available`` and ``scratch`` train from
+    scratch and ``imagenet`` is an error: only the plan finds weights."""
     template = get_template(task, template_name)
+    if params.init_from == INIT_IMAGENET:
+        raise InitFromError("init_from=imagenet is resolved by the plan (deeptrain.weights.resolve_init_from), "
+                            "not by the model builder; plan the run, or give the weights' path or URI")
     model = template.build(num_classes, **task_kwargs(task, params))
     if params.pretrained_base:
         apply_init_from(model, load_state_dict_source(params.init_from), template.head_prefixes)

@@ -1,0 +1,146 @@
+"""Fine-tuning from a pretrained base vs from scratch, same seed and budget (Fashion-MNIST, ResNext, 32 px).
+
+  1. pretrain: ResNext from scratch on Fashion-MNIST classes 0-4 (T-shirt/top .. Coat), --pretrain-per-class
+     training images each, --pretrain-epochs epochs;
+  2. register its weights as this (throwaway) deployment's ``imagenet`` base for resnext50_32x4d with
+     ``client.weights.add`` (what ``deeptrain weights add ResNext FILE`` does): checked by key names and
+     shapes, the 5-way head dropped, stored once in object storage;
+  3. fine-tune on classes 5-9 (Sandal .. Ankle boot), --finetune-per-class images each, --epochs epochs,
+     twice with the same seed, data, batch, learning rate and epochs: ``init_from=imagenet`` (the base above,
+     ``base_gradient_multiplier`` --multiplier) and ``init_from=scratch``.
+
+Prints both test top-1s, wall times and the per-epoch validation top-1 / train loss curves, writes a PNG of
+the curves (--png) and, with --json, one JSON document. Runs on a local Ray cluster started for it.
+
+    python bench/finetune_bench.py [--pretrain-per-class 1000] [--pretrain-epochs 4] [--finetune-per-class 100]
+                                   [--epochs 8] [--multiplier 0.1] [--png finetune_curves.png] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from PIL import Image  # noqa: E402
+
+from deeptrain.config import Settings  # noqa: E402
+from deeptrain.sample_data import FASHION_MNIST_CLASSES, class_folder_name, load_fashion_mnist  # noqa: E402
+from deeptrain.sdk import Client  # noqa: E402
+
+IMAGE_SIZE = 32
+
+
+def write_classes(out: Path, split: str, classes: range, per_class: int) -> int:
+    """``out/<class>/<split>-<i>.png`` for the first ``per_class`` images of each class in ``classes``."""
+    images, labels = load_fashion_mnist(split)
+    taken = {c: 0 for c in classes}
+    for i, (img, label) in enumerate(zip(images, labels)):
+        label = int(label)
+        if label in taken and taken[label] < per_class:
+            folder = out / class_folder_name(FASHION_MNIST_CLASSES[label])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img, mode="L").save(folder / f"{split}-{i:05d}.png")
+            taken[label] += 1
+    return sum(taken.values())
+
+
+def make_app(client: Client, app: str, root: Path, classes: range, train: int, test: int) -> None:
+    write_classes(root / app / "train", "train", classes, train)
+    write_classes(root / app / "test", "test", classes, test)
+    client.create_app(app)
+    client.import_inputs(app, root / app / "train", format="imagefolder", split="train")
+    client.import_inputs(app, root / app / "test", format="imagefolder", split="test")
+
+
+def curve(version: dict) -> list[dict]:
+    return [{"epoch": h["epoch"], "train_loss": h.get("train_loss"),
+             "val_top1": (h.get("metrics") or {}).get("top1")} for h in version["progress"]["history"]]
+
+
+def train(client: Client, app: str, model: str, params: dict) -> dict:
+    client.create_model(app, model, "classification", "ResNext", {"image_size": IMAGE_SIZE})
+    start = time.perf_counter()
+    v = client.train(app, model, params)
+    wall = time.perf_counter() - start
+    if v["status"] != "trained":
+        raise SystemExit(f"{app}/{model} {v['status']}: {v['error']}")
+    return {"model": model, "top1": v["metrics"]["top1"], "wall_s": round(wall, 1), "curve": curve(v),
+            "init_from": v["params"]["init_from"], "artifacts": v["artifacts"]}
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for run in runs:
+        epochs = [p["epoch"] for p in run["curve"]]
+        top.plot(epochs, [p["val_top1"] for p in run["curve"]], marker="o", label=run["model"])
+        loss.plot(epochs, [p["train_loss"] for p in run["curve"]], marker="o", label=run["model"])
+    top.set(xlabel="epoch", ylabel="validation top-1", title="fine-tuning on classes 5-9")
+    loss.set(xlabel="epoch", ylabel="train loss", title="train loss")
+    top.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict:
+    client = Client(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}))
+    budget = {"num_epochs": args.epochs, "batch_size": args.batch, "lrate": args.lrate, "seed": args.seed,
+              "init_epochs": args.epochs, "num_workers": 1}
+    make_app(client, "pretrain", work, range(0, 5), args.pretrain_per_class, args.test_per_class)
+    pre = train(client, "pretrain", "base", {**budget, "num_epochs": args.pretrain_epochs,
+                                              "init_epochs": args.pretrain_epochs, "init_from": "scratch"})
+    row = client.weights.add("ResNext", client.ctx.storage.uri_for(f"{pre.pop('artifacts')}/weights.safetensors"))
+    make_app(client, "finetune", work, range(5, 10), args.finetune_per_class, args.test_per_class)
+    tuned = train(client, "finetune", "from-base", {**budget, "init_from": "imagenet",
+                                                    "base_gradient_multiplier": args.multiplier})
+    scratch = train(client, "finetune", "from-scratch", {**budget, "init_from": "scratch"})
+    for r in (tuned, scratch):
+        r.pop("artifacts")
+    plot([tuned, scratch], Path(args.png))
+    return {"pretrain": pre, "base_sha256": row["sha256"], "from_base": tuned, "from_scratch": scratch,
+            "png": str(args.png), "args": vars(args)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrain-per-class", type=int, default=1000, help="pretraining images per class (0-4)")
+    parser.add_argument("--pretrain-epochs", type=int, default=4)
+    parser.add_argument("--finetune-per-class", type=int, default=100, help="fine-tuning images per class (5-9)")
+    parser.add_argument("--test-per-class", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs (both runs)")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--lrate", type=float, default=0.05)
+    parser.add_argument("--multiplier", type=float, default=0.1, help="base_gradient_multiplier from the base")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--png", default="finetune_curves.png")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="deeptrain-finetune-") as tmp:
+        result = run(args, Path(tmp))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"pretrain (classes 0-4, {args.pretrain_per_class}/class, {args.pretrain_epochs} epochs): "
+          f"top-1 {result['pretrain']['top1']:.3f} in {result['pretrain']['wall_s']} s; "
+          f"registered sha256 {result['base_sha256'][:12]}…")
+    for key in ("from_base", "from_scratch"):
+        r = result[key]
+        points = ", ".join(f"{p['epoch']}:{p['val_top1']:.3f}" for p in r["curve"] if p["val_top1"] is not None)
+        print(f"{r['model']:>13}: test top-1 {r['top1']:.3f}, wall {r['wall_s']} s; validation top-1 by epoch {points}")
+    print(f"curves: {args.png}")
+
+
+if __name__ == "__main__":
+    main()
