@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     serve_max_models: int = Field(4, ge=1, description="model versions one prediction replica keeps loaded")
     cluster_connect_timeout_s: float = Field(10.0, gt=0, description="how long to wait for a Ray cluster")
     job_id: str | None = Field(None, description="the Ray Job this process runs as (set by `deeptrain submit`)")
+    # experiment tracking (deeptrain.tracking): never fails a training, a problem is a warning on the version
+    mlflow_tracking_uri: str | None = Field(None, description=(
+        "an MLflow tracking URI (http://HOST:5000, sqlite:///ABS/mlflow.db …): every trained, cancelled or failed "
+        "version is logged there as a run (params, metrics per epoch, report and plots); unset: no MLflow"))
+    tensorboard: bool = Field(True, description="write TensorBoard event files of a version's epochs under its "
+                                                "artifacts (tensorboard/)")
     # remote mode: the SDK and CLI talk to a deeptrain server over HTTP instead of the store and storage
     api_url: str | None = Field(None, description=(
         "a deeptrain server's base URL (e.g. http://HOST:8000): `Client()` and the CLI then work through its "

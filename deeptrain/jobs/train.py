@@ -51,13 +51,34 @@ def recording_failure(ctx: Context, key: tuple[str, str, str]) -> Iterator[None]
     try:
         yield
     except DeeptrainError as exc:
-        model_service.record_failure(ctx, *key, str(exc))
+        _record_failure(ctx, key, str(exc))
         raise
     except Exception as exc:  # a worker or Ray failure: record why, keep the traceback in the log
         message = f"{type(exc).__name__}: {exc}"
-        model_service.record_failure(ctx, *key, message[:4000])
+        _record_failure(ctx, key, message[:4000])
         traceback.print_exc()
         raise RuntimeError(f"training of {model_id}/{version_id} failed: {message}") from exc
+
+
+def _record_failure(ctx: Context, key: tuple[str, str, str], error: str) -> None:
+    if model_service.record_failure(ctx, *key, error):
+        try:  # what the version had (its live history) goes to TensorBoard and MLflow too
+            track(ctx, key)
+        except Exception:  # noqa: BLE001 - the training's own error is the one to raise
+            traceback.print_exc()
+
+
+def track(ctx: Context, key: tuple[str, str, str], history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """TensorBoard files and the MLflow run of a finished or failed version (``deeptrain.tracking``, which
+    never raises); what went wrong there is kept in the version's ``progress.tracking_warnings``."""
+    from deeptrain.tracking import track_version
+
+    version = model_service.get_version(ctx, *key)
+    warnings = track_version(ctx, version, model_service.get_model(ctx, key[0], key[1]), history)
+    if not warnings:
+        return version
+    return model_service.update_version(ctx, *key, progress={**(version.get("progress") or {}),
+                                                             "tracking_warnings": warnings})
 
 
 def scaling_config(params: HyperParams, resources: WorkerResources):
@@ -164,12 +185,11 @@ def finish_version(ctx: Context, app_id: str, model_id: str, version_id: str, pl
     write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
     write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
     live = version.get("progress") or {}  # keeps the last placement of the workers
-    done = model_service.update_version(ctx, *key, status=status, metrics=metrics,
-                                        progress={**live, "history": history, "restores": state.get("restores", []),
-                                                  **progress})
+    model_service.update_version(ctx, *key, status=status, metrics=metrics, progress={
+        **live, "history": history, "restores": state.get("restores", []), **progress})
     if status == "trained":  # recorded first: a crash before this leaves a resumable version
         model_service.prune_checkpoints(ctx, prefix)
-    return done
+    return track(ctx, key, history)
 
 
 def queue_version(ctx: Context, app_id: str, model_id: str, overrides: dict[str, Any] | None = None,

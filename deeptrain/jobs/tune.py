@@ -45,6 +45,7 @@ from deeptrain.services import models as model_service
 from deeptrain.services import tune_runs
 from deeptrain.services.context import Context
 from deeptrain.templates import get_template
+from deeptrain.tracking import tracking_tune_run
 from deeptrain.training.metrics import TASK_METRICS, unreported_metric
 from deeptrain.tune_space import check_space, describe_domain
 
@@ -294,6 +295,12 @@ def _experiment_path(ctx: Context, run: dict[str, Any]) -> str:
 
 
 def _fit(ctx: Context, run: dict[str, Any], tuner, on_progress: ProgressFn | None) -> dict[str, Any]:
+    """``_run_tuner`` inside the search's MLflow parent run (when tracking is on; ``deeptrain.tracking``)."""
+    with tracking_tune_run(ctx, run):
+        return _run_tuner(ctx, run, tuner, on_progress)
+
+
+def _run_tuner(ctx: Context, run: dict[str, Any], tuner, on_progress: ProgressFn | None) -> dict[str, Any]:
     """Run the Tuner, settle every trial's version, write the report and mark the best trial."""
     from deeptrain.training.tune_report import write_tune_report
 
