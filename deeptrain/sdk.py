@@ -281,8 +281,32 @@ class Client(TrainingMethods, TuningMethods):
     def revoke_key(self, app_id: str, key_id: str) -> Key:
         return Key(keys.revoke_key(self.ctx, app_id, key_id))
 
-    def export(self, app_id: str, model_id: str, version_id: str, fmt: str, out: str | Path) -> ExportedModel:
-        """Export a trained version to ONNX or TorchScript; reports the parity (max abs diff)."""
-        from deeptrain.export import export_version
+    def export(self, app_id: str, model_id: str, version_id: str, fmt: str, out: str | Path,
+               images: Iterable[bytes | str | Path] | None = None, *, score_threshold: float | None = None,
+               max_images: int = 32) -> ExportedModel:
+        """Export a trained version to ONNX or ``torch.export`` (``deeptrain.exports``) and check it against
+        the served path on real images: ``images`` (bytes or files), by default up to ``max_images`` of the
+        version's test split (any split when it has none). Reports top-1 agreement, cosine or box
+        agreement and the max abs difference."""
+        from itertools import islice
 
-        return ExportedModel(export_version(self.load_version(app_id, model_id, version_id), fmt, out))
+        from deeptrain.exports import check_target, export_version
+
+        check_target(fmt, Path(out))
+        loaded = self.load_version(app_id, model_id, version_id)
+        if images is None:
+            data = self._version_images(app_id, loaded.manifest["dataset_version"]["id"], max_images)
+        else:
+            data = self._checked_images(list(islice(images, max_images)))
+        names = {c.id: c.name for c in self.list_concepts(app_id)}
+        return ExportedModel(export_version(loaded, fmt, out, data, score_threshold=score_threshold,
+                                            concept_names=names))
+
+    def _version_images(self, app_id: str, dataset_version_id: str, limit: int) -> list[bytes]:
+        import pyarrow.compute as pc
+
+        dataset = self.open_dataset(app_id, dataset_version_id)
+        table = dataset.head(limit, columns=["image"], filter=pc.field("split") == "test")
+        if table.num_rows == 0:
+            table = dataset.head(limit, columns=["image"])
+        return table.column("image").to_pylist()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -12,6 +13,7 @@ from deeptrain.cli.options import (CpusOption, DatasetVersionOption, GpusOption,
                                    ResumeOption, WorkersOption, parse_params)
 from deeptrain.cli.output import JsonOption, emit, metrics_tables, print_json, stdout, table, working
 from deeptrain.errors import InvalidInput
+from deeptrain.images import IMAGE_SUFFIXES
 from deeptrain.sdk import Client
 
 models_app = typer.Typer(help="Define models, train versions, follow and evaluate them.", no_args_is_help=True)
@@ -156,11 +158,25 @@ def models_report(app: str, model: str, version: str,
 
 @models_app.command("export")
 def models_export(app: str, model: str, version: str,
-                  format: str = typer.Option(..., "--format", "-f", help="onnx or torchscript."),
-                  out: str = typer.Option(..., "--out", "-o", help="Output file."),
+                  format: str = typer.Option(..., "--format", "-f",
+                                             help="onnx (.onnx; needs the export extra) or "
+                                                  "torch_export (.pt2); torchscript was replaced by torch_export."),
+                  out: str = typer.Option(..., "--out", "-o", help="Output file (.onnx or .pt2)."),
+                  images: Optional[Path] = typer.Option(None, "--images", help="Folder of images for the parity check "
+                                              "(default: the version's test split)."),
+                  max_images: int = typer.Option(32, "--max-images", help="At most this many parity images."),
+                  threshold: Optional[float] = typer.Option(None, "--threshold", help="Detection: score threshold baked "
+                                                  "into the graph (default the version's detection_score_threshold)."),
                   json: bool = JsonOption):
-    """Export a trained version; prints the max abs difference to PyTorch on a test batch."""
-    emit(Client().export(app, model, version, format, out), json)
+    """Export a trained version; prints its parity with the served model on real images (top-1
+    agreement, cosine or boxes after NMS, max abs difference)."""
+    files = None
+    if images is not None:
+        if not images.is_dir():
+            raise InvalidInput(f"--images {images} is not a folder of images")
+        files = sorted(p for p in images.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    emit(Client().export(app, model, version, format, out, files, score_threshold=threshold,
+                         max_images=max_images), json)
 
 
 # after the commands above, so that they come first in the help
