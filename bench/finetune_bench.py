@@ -13,7 +13,8 @@ Prints both test top-1s, wall times and the per-epoch validation top-1 / train l
 the curves (--png) and, with --json, one JSON document. Runs on a local Ray cluster started for it.
 
     python bench/finetune_bench.py [--pretrain-per-class 1000] [--pretrain-epochs 4] [--finetune-per-class 100]
-                                   [--epochs 8] [--multiplier 0.1] [--png finetune_curves.png] [--json]
+                                   [--epochs 8] [--multiplier 0.1] [--scratch-lrates 0.02 0.01]
+                                   [--png finetune_curves.png] [--json]
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def plot(runs: list[dict], path: Path) -> None:
 def run(args: argparse.Namespace, work: Path) -> dict:
     client = Client(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}))
     budget = {"num_epochs": args.epochs, "batch_size": args.batch, "lrate": args.lrate, "seed": args.seed,
-              "init_epochs": args.epochs, "num_workers": 1}
+              "init_epochs": args.epochs, "num_workers": 1, "test_freq": 1}
     make_app(client, "pretrain", work, range(0, 5), args.pretrain_per_class, args.test_per_class)
     pre = train(client, "pretrain", "base", {**budget, "num_epochs": args.pretrain_epochs,
                                               "init_epochs": args.pretrain_epochs, "init_from": "scratch"})
@@ -105,12 +106,16 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     make_app(client, "finetune", work, range(5, 10), args.finetune_per_class, args.test_per_class)
     tuned = train(client, "finetune", "from-base", {**budget, "init_from": "imagenet",
                                                     "base_gradient_multiplier": args.multiplier})
-    scratch = train(client, "finetune", "from-scratch", {**budget, "init_from": "scratch"})
-    for r in (tuned, scratch):
+    # from scratch at each learning rate (the base's rate may not suit a random base): its best is the comparison
+    scratches = [train(client, "finetune", f"from-scratch-lr{lr:g}", {**budget, "lrate": lr, "init_from": "scratch"})
+                 for lr in dict.fromkeys([args.lrate, *args.scratch_lrates])]
+    scratch = max(scratches, key=lambda r: r["top1"])
+    for r in (tuned, *scratches):
         r.pop("artifacts")
-    plot([tuned, scratch], Path(args.png))
+    plot([tuned, *scratches], Path(args.png))
     return {"pretrain": pre, "base_sha256": row["sha256"], "from_base": tuned, "from_scratch": scratch,
-            "png": str(args.png), "args": vars(args)}
+            "scratch_runs": scratches, "top1_ratio": tuned["top1"] / scratch["top1"], "png": str(args.png),
+            "args": vars(args)}
 
 
 def main() -> None:
@@ -123,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--lrate", type=float, default=0.05)
     parser.add_argument("--multiplier", type=float, default=0.1, help="base_gradient_multiplier from the base")
+    parser.add_argument("--scratch-lrates", type=float, nargs="*", default=[0.02, 0.01],
+                        help="learning rates the from-scratch run also tries (besides --lrate); its best is compared")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--png", default="finetune_curves.png")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -135,11 +142,11 @@ def main() -> None:
     print(f"pretrain (classes 0-4, {args.pretrain_per_class}/class, {args.pretrain_epochs} epochs): "
           f"top-1 {result['pretrain']['top1']:.3f} in {result['pretrain']['wall_s']} s; "
           f"registered sha256 {result['base_sha256'][:12]}…")
-    for key in ("from_base", "from_scratch"):
-        r = result[key]
+    for r in (result["from_base"], *result["scratch_runs"]):
         points = ", ".join(f"{p['epoch']}:{p['val_top1']:.3f}" for p in r["curve"] if p["val_top1"] is not None)
-        print(f"{r['model']:>13}: test top-1 {r['top1']:.3f}, wall {r['wall_s']} s; validation top-1 by epoch {points}")
-    print(f"curves: {args.png}")
+        print(f"{r['model']:>21}: test top-1 {r['top1']:.3f}, wall {r['wall_s']} s; validation top-1 by epoch {points}")
+    print(f"from the base / best from scratch ({result['from_scratch']['model']}): top-1 ratio "
+          f"{result['top1_ratio']:.2f}; curves: {args.png}")
 
 
 if __name__ == "__main__":

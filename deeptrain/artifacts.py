@@ -32,7 +32,10 @@ def write_weights(storage: Storage, prefix: str, state_dict: dict[str, torch.Ten
 
 
 def write_manifest(storage: Storage, prefix: str, version: dict[str, Any], task: str, template: str,
-                   dataset: dict[str, Any], metrics: dict[str, Any], canvas: int) -> dict[str, Any]:
+                   dataset: dict[str, Any], metrics: dict[str, Any], canvas: int,
+                   init_weights: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The version's manifest: what serving, export and evaluation read besides the weights; ``init_weights`` is
+    the base it started from (source, architecture, sha256, uri — the plan's record)."""
     tmpl = get_template(task, template)
     manifest = {
         "app_id": version["app_id"], "model_id": version["model_id"], "version_id": version["id"],
@@ -42,6 +45,7 @@ def write_manifest(storage: Storage, prefix: str, version: dict[str, Any], task:
                           "std": list(tmpl.std), "canvas": canvas,
                           "resize": "shorter side to image_size, centre crop"},
         "metrics": metrics, "deeptrain_version": __version__, "torch_version": torch.__version__,
+        "init_weights": dict(init_weights or {}),
     }
     storage.put_bytes(f"{prefix}/{MANIFEST}", json.dumps(manifest, indent=2, default=str).encode())
     return manifest

@@ -14,7 +14,9 @@ from deeptrain.config import Settings
 # RAY_API_SERVER_ADDRESS: where the Serve gateway submits the training the HTTP API asks for, when the head's
 # recorded dashboard address is not reachable from a replica (a Kubernetes service in front of it)
 EXPORTED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "RAY_API_SERVER_ADDRESS")
+                "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE", "RAY_API_SERVER_ADDRESS",
+               # an authenticated MLflow server: the trial drivers of a search log their versions' runs themselves
+               "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 
 
 def worker_env(settings: Settings) -> dict[str, str]:

@@ -177,10 +177,21 @@ class Report(Result):
 
 
 class ExportedModel(Result):
+    """An export and its parity against the served PyTorch path on real images: classification
+    ``top1_agreement``, embedding ``cosine_min``, detection ``counts_equal``/``labels_equal``/``max_box_diff``."""
+
     format: str
     path: str
     max_abs_diff: Number
     outputs: int
+    output_names: list[str] = []
+    images: int = 0
+    top1_agreement: Number | None = None
+    cosine_min: Number | None = None
+    counts_equal: bool | None = None
+    labels_equal: bool | None = None
+    detections: int | None = None
+    max_box_diff: Number | None = None
 
 
 # --- Ray Jobs -------------------------------------------------------------------------------------

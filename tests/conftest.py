@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# hermetic weight caches: the templates' default init_from (imagenet-if-available) must not pick up whatever a
+# developer's ~/.cache/huggingface or ~/.cache/torch holds (tests that need a cache fabricate one)
+_CACHES = tempfile.mkdtemp(prefix="deeptrain-test-caches-")
+os.environ["HF_HOME"], os.environ["TORCH_HOME"] = f"{_CACHES}/huggingface", f"{_CACHES}/torch"
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+    os.environ.pop(_var, None)
 
 from deeptrain.config import Settings  # noqa: E402
 from deeptrain.sdk import Client  # noqa: E402

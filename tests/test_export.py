@@ -16,6 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
+import onnxruntime  # noqa: F401  (the export extra; `make` installs it: a missing one fails, never skips)
 import pytest
 import torch
 from PIL import Image
@@ -24,13 +26,10 @@ from deeptrain.artifacts import LoadedModel
 from deeptrain.errors import InvalidInput
 from deeptrain.exports import FORMATS, export_version
 from deeptrain.params import HyperParams
-from deeptrain.sample_data import deepforest_data_dir, fashion_mnist_available, load_fashion_mnist
+from deeptrain.sample_data import deepforest_data_dir, load_fashion_mnist
 from deeptrain.templates import get_template
 from deeptrain.training.loop import task_kwargs
 from deeptrain.training.preprocess import canvas_size
-
-import onnx  # noqa: E402  (the export extra; `make` installs it: a missing one fails, never skips)
-import onnxruntime  # noqa: E402,F401
 
 CASES = {  # task -> (template, image_size)
     "classification": ("InceptionBatchNorm", 32),
@@ -50,19 +49,14 @@ def _png(array: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def fashion_images() -> list[bytes]:
-    if not fashion_mnist_available():
-        pytest.skip("Fashion-MNIST is not installed")
-    images, _ = load_fashion_mnist("test")
+    images, _ = load_fashion_mnist("test")  # real data is required: a missing package fails, never skips
     return [_png(images[k]) for k in range(24)]
 
 
 @pytest.fixture(scope="module")
 def forest_images() -> list[bytes]:
     """Real aerial crops: squares and two oblong ones (the detection graph takes any H, W)."""
-    try:
-        image = Image.open(deepforest_data_dir() / "OSBS_029.png").convert("RGB")
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    image = Image.open(deepforest_data_dir() / "OSBS_029.png").convert("RGB")
     boxes = [(0, 0, 120, 120), (150, 40, 270, 160), (250, 250, 400, 400), (0, 200, 200, 320), (60, 0, 180, 200)]
     return [_png(np.asarray(image.crop(b))) for b in boxes]
 

@@ -112,7 +112,7 @@ def test_each_templates_hub_repository_is_timms_pretrained_config(template):
 
 
 def test_the_torchvision_files_are_torchvisions_imagenet_weights():
-    models = pytest.importorskip("torchvision.models")
+    import torchvision.models as models
     urls = {"resnext50_32x4d": models.ResNeXt50_32X4D_Weights.IMAGENET1K_V1.url,
             "inception_v3": models.Inception_V3_Weights.IMAGENET1K_V1.url}
     for template in all_templates():

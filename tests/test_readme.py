@@ -34,7 +34,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 APP = "fashion"
 # placeholders and names of the README that stand for things of the walk-through's app
 PLACEHOLDERS = {"<version>", "VERSION", "V", "ID", "<run>", "<key-id>", "<id>", "JOB"}
-FILES = {"./images", "./out", "image.png", "shirt.png", "shoe.png", "clf.onnx"}
+FILES = {"./images", "./out", "image.png", "shirt.png", "shoe.png", "clf.onnx", "resnext50_32x4d-7cdf4587.pth"}
 # commands (or command + option) that do not run here, and why
 NOT_RUN = {
     ("submit",): "needs a Ray cluster (tests/test_submit.py, tests/test_cluster.py run it)",
@@ -222,7 +222,8 @@ def not_run_reason(cmd: Command) -> str | None:
 
 
 def _looks_like_a_file(token: str) -> bool:
-    return token.startswith(("./", "/")) or bool(re.fullmatch(r"[\w.-]+\.(png|jpg|onnx|pt|json|csv|xml)", token))
+    return token.startswith(("./", "/")) or bool(
+        re.fullmatch(r"[\w.-]+\.(png|jpg|onnx|pt|pth|pt2|safetensors|json|csv|xml)", token))
 
 
 @dataclass
@@ -275,13 +276,23 @@ class Walk:
 def check_output(cmd: Command, argv: list[str], proc) -> list[str]:
     """What the README promises of this command's output, beyond exiting 0."""
     problems = []
-    if "tensorboard" in (proc.stdout + proc.stderr).lower():
-        problems.append("mentions TensorBoard (not installed; Tune's hint named a temporary folder)")
+    if re.search(r"tensorboard --logdir\s+\S*(/tmp/|ray_results)", proc.stdout + proc.stderr, re.I):
+        problems.append("points TensorBoard at a temporary folder (Tune's own hint; its loggers should be off)")
     if "--open" in argv and not Path(proc.stdout.strip()).is_dir():
         problems.append(f"--open should print the report's folder, printed {proc.stdout.strip()[:200]!r}")
     if cmd.path == ("models", "show") and "data wait" not in proc.stdout:
         problems.append("`models show` should show each epoch's data wait / augment / compute split")
     return problems
+
+
+def _torchvision_style_checkpoint(path: Path) -> str:
+    """A ResNeXt-50 state_dict in torchvision's file format (random values: the walk checks commands, not ImageNet)."""
+    import torch
+
+    from deeptrain.templates import get_template
+
+    torch.save(get_template("classification", "ResNext").build(1000, logreg=False).state_dict(), path)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +303,8 @@ def walk(tmp_path_factory, fashion_small):
     settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(tmp / "home")})
     image = next((fashion_small / "test").rglob("*.png"))
     files = {"./images": str(fashion_small / "train"), "./out": str(tmp / "out"), "clf.onnx": str(tmp / "clf.onnx"),
-             "image.png": str(image), "shirt.png": str(image), "shoe.png": str(image)}
+             "image.png": str(image), "shirt.png": str(image), "shoe.png": str(image),
+             "resnext50_32x4d-7cdf4587.pth": _torchvision_style_checkpoint(tmp / "resnext50_32x4d-7cdf4587.pth")}
     return Walk(settings, Client(settings), files)
 
 
@@ -329,6 +341,8 @@ def test_configuration_table_matches_the_settings():
         default, shown = fields[variable].default, shown.strip().strip("`")
         if default is None:  # derived (from DEEPTRAIN_HOME, the node) or set by deeptrain itself
             assert not re.fullmatch(r"[\d.]+", shown), variable
+        elif isinstance(default, bool):
+            assert shown == str(default).lower(), variable
         elif isinstance(default, (int, float)):
             assert float(shown) == default, variable
         else:

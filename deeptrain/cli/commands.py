@@ -18,6 +18,7 @@ from deeptrain.cli.predict import predict_command
 from deeptrain.cli.search import search_app
 from deeptrain.cli.templates import templates_app
 from deeptrain.cli.tune import tune_command, tune_runs_app
+from deeptrain.cli.weights import weights_app
 from deeptrain.cli.workflows import workflows_app
 
 
@@ -32,4 +33,4 @@ def add_commands(app: typer.Typer, cluster_apps: Sequence[tuple[typer.Typer, str
     app.command("tune")(tune_command)
     app.command("gc")(gc_command)
     app.add_typer(tune_runs_app, name="tune-runs")
-    app.add_typer(__import__("deeptrain.cli.weights", fromlist=["weights_app"]).weights_app, name="weights")
+    app.add_typer(weights_app, name="weights")

@@ -182,11 +182,13 @@ def finish_version(ctx: Context, app_id: str, model_id: str, version_id: str, pl
     metrics = version_metrics(history, plan.validation_split)  # test metrics, with the validation ones inside
     write_weights(ctx.storage, prefix, state["model"])
     dataset = dataset_service.get_dataset(ctx, app_id, plan.dataset_version_id)
-    write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas)
+    write_manifest(ctx.storage, prefix, version, model["task"], model["template"], dataset, metrics, plan.canvas,
+                   init_weights=plan.init_weights)
     write_report(ctx.storage, prefix, model["task"], plan.concepts, history, state.get("eval"))
     live = version.get("progress") or {}  # keeps the last placement of the workers
     model_service.update_version(ctx, *key, status=status, metrics=metrics, progress={
-        **live, "history": history, "restores": state.get("restores", []), **progress})
+        **live, "history": history, "restores": state.get("restores", []), "init_weights": plan.init_weights,
+        **progress})
     if status == "trained":  # recorded first: a crash before this leaves a resumable version
         model_service.prune_checkpoints(ctx, prefix)
     return track(ctx, key, history)
