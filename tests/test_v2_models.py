@@ -205,6 +205,55 @@ def _version(ctx: Context, status: str, **fields) -> dict:
     return model_service.update_version(ctx, APP, "clf", v["id"], **fields) if fields else v
 
 
+def _other_apps_trained_version(ctx: Context) -> str:
+    """A trained version of app ``b`` (its weights are ``b``'s, whatever a key of ``a`` asks)."""
+    from deeptrain.sdk import Client
+    from deeptrain.services import datasets as dataset_service
+
+    client = Client(ctx.settings)
+    client.create_app("b")
+    client.add_input("b", _png(2), concepts=["even"], split="train")
+    client.create_model("b", "clf", "classification", "ResNext", {"image_size": 32})
+    v = model_service.new_version(ctx, "b", "clf", {"image_size": 32}, dataset_service.snapshot(ctx, "b")["id"],
+                                  ["even"])
+    model_service.update_version(ctx, "b", "clf", v["id"], status="training")
+    model_service.update_version(ctx, "b", "clf", v["id"], status="trained")
+    return v["id"]
+
+
+@pytest.mark.parametrize("where", ["models", "versions", "tune_runs"])
+def test_init_from_over_http_names_no_file_uri_or_other_apps_version(world, where):
+    """A key of app a cannot make the server read a path, a URI or app b's weights through init_from: each is
+    refused with one message (no "no such file" / "not readable" oracle), nothing recorded; imagenet passes."""
+    http, ctx = world
+    other = _other_apps_trained_version(ctx)
+    http.post(f"{BASE}/models", json={"model": CLASSIFIER})
+    hostile = ["/etc/passwd", "file:///etc/hostname", f"{ctx.settings.storage_uri}/apps", "s3://bucket/w.pt",
+               "../../deeptrain.db", "deeptrain.db", "no-such-version", other, 7]
+    answers = []
+    for value in hostile:
+        if where == "models":
+            body = {"model": {**CLASSIFIER, "id": "m2", "metadata": {"params": {"init_from": value}}}}
+            r = http.post(f"{BASE}/models", json=body)
+        elif where == "versions":
+            r = http.post(f"{BASE}/models/clf/versions",
+                          json={"model_versions": [{"train_info": {"params": {"init_from": value}}}]})
+        else:
+            r = http.post(f"{BASE}/models/clf/tune_runs", json={"space": {"lrate": "choice:0.01,0.1"}, "trials": 1,
+                                                                "params": {"init_from": value}})
+        assert _status(r) == (400, codes.MODEL_INVALID_ARGUMENT), (value, r.text)
+        answers.append(r.json()["status"]["description"])
+        _no_storage_paths(r, ctx)
+    strings = set(answers[:-1])  # a number is refused as one whichever check sees it first
+    assert len(strings) == 1 and "deeptrain weights add" in strings.pop()
+    assert [m["id"] for m in model_service.list_models(ctx, APP)] == ["clf"]
+    assert model_service.list_versions(ctx, APP, "clf") == [] and tune_runs.list_runs(ctx, APP, "clf") == []
+    if where == "models":  # the symbolic values pass the same check
+        r = http.post(f"{BASE}/models", json={"model": {**CLASSIFIER, "id": "m3",
+                                                        "metadata": {"params": {"init_from": "imagenet"}}}})
+        assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("status", list(STATES))
 def test_each_version_status_renders_as_clarifais_code(world, status):
     http, ctx = world

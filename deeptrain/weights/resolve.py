@@ -86,6 +86,20 @@ def _version_weights(ctx: Context, app_id: str, value: str) -> str | None:
         return ctx.storage.uri_for(f"{version.artifact_prefix}/weights.safetensors")
 
 
+def check_tenant_init_from(ctx: Context, app_id: str, value: Any) -> None:
+    """What a caller of the HTTP API may name as ``init_from``: ``imagenet``, ``imagenet-if-available``,
+    ``scratch`` or a trained version of its own app. A path or URI would read the server's files or another
+    app's storage (and tell which exist): those are registered on the server host (``deeptrain weights add``)."""
+    if value is None or value in (INIT_IMAGENET, INIT_IF_AVAILABLE, INIT_SCRATCH):
+        return
+    if isinstance(value, str) and value.replace("-", "").replace("_", "").isalnum() and len(value) <= 64 \
+            and _version_weights(ctx, app_id, value) is not None:
+        return
+    raise WeightsError("init_from over the HTTP API is imagenet, imagenet-if-available, scratch or a trained "
+                       "version id of this app; weights files and URIs are registered on the server host with "
+                       "`deeptrain weights add`")
+
+
 def _from_location(ctx: Context, app_id: str, template: Template, value: str) -> dict[str, Any]:
     from deeptrain.training.init_from import InitFromError, read_source, split_sha256
 

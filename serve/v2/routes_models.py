@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from deeptrain.errors import InvalidInput, NotTrained
 from deeptrain.params import resolve_params
+from deeptrain.weights.resolve import check_tenant_init_from
 from deeptrain.services import models as model_service
 from deeptrain.templates import TemplateError, get_template
 from serve.v2.access import Access
@@ -70,8 +71,9 @@ def _create(access: Access, model: ModelIn) -> dict[str, Any]:
     if not isinstance(template, str):
         raise InvalidInput(f"invalid template={template!r}: expected a string")
     concepts = [c.ref for c in model.output_info.data.concepts] or None
-    return model_service.create_model(access.ctx, access.app_id, model.id, task, template,
-                                      hyperparams(model.metadata.params), concepts)
+    params = hyperparams(model.metadata.params)
+    check_tenant_init_from(access.ctx, access.app_id, params.get("init_from"))
+    return model_service.create_model(access.ctx, access.app_id, model.id, task, template, params, concepts)
 
 
 # --- models ----------------------------------------------------------------------------------------------
@@ -149,6 +151,7 @@ def _submit(access: Access, model_id: str, options: TrainOptions) -> dict[str, A
     except TemplateError as exc:
         raise InvalidInput(str(exc)) from None
     resolve_params(template, model["params"], {**options.overrides, "num_workers": options.workers})
+    check_tenant_init_from(access.ctx, access.app_id, options.overrides.get("init_from"))
     resources = WorkerResources(cpus=options.cpus, gpus=options.gpus, placement=options.placement)
     return submit.submit_training(access.ctx, access.app_id, model_id, options.overrides, workers=options.workers,
                                   dataset_version_id=options.dataset_version_id, resources=resources,

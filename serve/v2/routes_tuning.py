@@ -19,6 +19,7 @@ from pydantic import Field
 
 from deeptrain.errors import InvalidInput, NotFound
 from deeptrain.params import parse_cli_params
+from deeptrain.weights.resolve import check_tenant_init_from
 from deeptrain.services import tune_runs
 from serve.v2.access import Access
 from serve.v2.bodies_models import MAX_PARAMS, hyperparams
@@ -79,7 +80,11 @@ def _start_tuning(access: Access, model_id: str, body: PostTuneRunBody) -> dict[
 
     ctx, app_id = access.ctx, access.app_id
     domains = parse_space(body.space_items())
-    param_items = [f"{k}={_cli_value(v)}" for k, v in hyperparams(body.params).items()]
+    fixed = hyperparams(body.params)
+    if "init_from" in domains:
+        raise InvalidInput("init_from cannot be searched over the HTTP API: fix it in params")
+    check_tenant_init_from(ctx, app_id, fixed.get("init_from"))
+    param_items = [f"{k}={_cli_value(v)}" for k, v in fixed.items()]
     params = parse_cli_params(param_items)  # what the job's command line will carry
     address = access.services.job_address()
     env = submit.serving_env()
