@@ -107,7 +107,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     tuned = train(client, "finetune", "from-base", {**budget, "init_from": "imagenet",
                                                     "base_gradient_multiplier": args.multiplier})
     # from scratch at each learning rate (the base's rate may not suit a random base): its best is the comparison
-    scratches = [train(client, "finetune", f"from-scratch-lr{lr:g}", {**budget, "lrate": lr, "init_from": "scratch"})
+    scratches = [train(client, "finetune", f"from-scratch-lr{lr:g}".replace(".", "p"),  # ids have no dots
+                       {**budget, "lrate": lr, "init_from": "scratch"})
                  for lr in dict.fromkeys([args.lrate, *args.scratch_lrates])]
     scratch = max(scratches, key=lambda r: r["top1"])
     for r in (tuned, *scratches):
