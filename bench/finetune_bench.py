@@ -83,15 +83,19 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (top, loss) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (top, loss) = plt.subplots(1, 2, figsize=(11, 4))
     for run in runs:
         epochs = [p["epoch"] for p in run["curve"]]
-        top.plot(epochs, [p["val_top1"] for p in run["curve"]], marker="o", label=run["model"])
-        loss.plot(epochs, [p["train_loss"] for p in run["curve"]], marker="o", label=run["model"])
-    top.set(xlabel="epoch", ylabel="validation top-1", title="fine-tuning on classes 5-9")
-    loss.set(xlabel="epoch", ylabel="train loss", title="train loss")
-    top.legend()
-    fig.tight_layout()
+        label = f"{run.get('label', run['model'])} (test top-1 {run['top1']:.3f})"
+        top.plot(epochs, [p["val_top1"] for p in run["curve"]], marker="o", label=label)
+        loss.plot(epochs, [p["train_loss"] for p in run["curve"]], marker="o", label=label)
+    top.axhline(0.2, color="grey", linestyle=":", label="chance (5 classes)")
+    top.set(xlabel="epoch", ylabel="validation top-1", ylim=(0, 1), title="fine-tuning on Fashion-MNIST classes 5-9")
+    loss.set(xlabel="epoch", ylabel="train loss", ylim=(0, None), title="train loss")
+    for ax in (top, loss):
+        ax.grid(alpha=0.3)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    fig.legend(*top.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.savefig(path, dpi=100)
 
 
@@ -106,10 +110,13 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     make_app(client, "finetune", work, range(5, 10), args.finetune_per_class, args.test_per_class)
     tuned = train(client, "finetune", "from-base", {**budget, "init_from": "imagenet",
                                                     "base_gradient_multiplier": args.multiplier})
+    tuned["label"] = f"from the base, multiplier {args.multiplier:g}, lrate {args.lrate:g}"
     # from scratch at each learning rate (the base's rate may not suit a random base): its best is the comparison
     scratches = [train(client, "finetune", f"from-scratch-lr{lr:g}".replace(".", "p"),  # ids have no dots
                        {**budget, "lrate": lr, "init_from": "scratch"})
                  for lr in dict.fromkeys([args.lrate, *args.scratch_lrates])]
+    for r, lr in zip(scratches, dict.fromkeys([args.lrate, *args.scratch_lrates])):
+        r["label"] = f"from scratch, lrate {lr:g}"
     scratch = max(scratches, key=lambda r: r["top1"])
     for r in (tuned, *scratches):
         r.pop("artifacts")
