@@ -209,6 +209,20 @@ def test_the_default_falls_back_to_scratch_and_says_so(local_client, caches):
     assert scratch.init_from is None and record == {"source": "none", "requested": "scratch"}
 
 
+def test_a_hub_that_cannot_be_reached_is_no_error_for_the_default(local_client, caches, monkeypatch):
+    """Online mode (HF_HUB_OFFLINE=0) on a machine that cannot reach the hub: the download fails, the default
+    trains from scratch with its note, and imagenet names the fixes (never the hub's own exception)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "2")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "2")
+    template = get_template("classification", "ResNext")
+    params, record = resolve_init_from(local_client.ctx, "app", template, params_for(template))
+    assert params.init_from is None and "training from scratch" in record["note"]
+    with pytest.raises(WeightsError, match="deeptrain weights add resnext50_32x4d FILE"):
+        resolve_init_from(local_client.ctx, "app", template, params_for(template, init_from="imagenet"))
+
+
 def test_a_planned_version_records_the_sha256_it_starts_from(local_client, caches):
     from deeptrain.jobs.plan import load_plan
     from deeptrain.jobs.train import queue_version

@@ -63,7 +63,13 @@ def find_imagenet(ctx: Context, template: Template, *, register: bool = True) ->
     row = get_weights(ctx, arch, DEFAULT_NAME)
     if row is not None:
         return _registered(row["uri"], row["sha256"], "registry", arch, origin=row["source"])
-    hit = find_cached(template) or (download_hub(template) if register else None)
+    hit = find_cached(template)
+    if hit is None and register:
+        try:
+            hit = download_hub(template)
+        except Exception as exc:  # noqa: BLE001 - an offline or firewalled machine: as if nothing were cached
+            logging.getLogger(__name__).warning("downloading %s from the hub failed: %s: %s",
+                                                template.timm_pretrained, type(exc).__name__, exc)
     if hit is None:
         return None
     if not register:
