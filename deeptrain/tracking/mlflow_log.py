@@ -61,7 +61,11 @@ def check_reachable(uri: str) -> None:
 
 
 def client(uri: str):
-    from mlflow import MlflowClient
+    try:
+        from mlflow import MlflowClient
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("DEEPTRAIN_MLFLOW_TRACKING_URI is set but MLflow's client is not installed: "
+                                  "pip install 'deeptrain[mlflow]'") from None
 
     check_reachable(uri)
     return MlflowClient(tracking_uri=uri)
