@@ -242,8 +242,8 @@ def test_kuberay_schema_versions():
 
 
 def _ray_pin() -> str:
-    text = (ROOT / "pyproject.toml").read_text()
-    return re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', text).group(1)
+    """The Ray version the lock pins (pyproject.toml has the range, constraints.txt the exact version)."""
+    return re.search(r"^ray==([0-9.]+)$", (ROOT / "constraints.txt").read_text(), re.M).group(1)
 
 
 def test_manifests_are_consistent():
