@@ -130,11 +130,17 @@ def predict_bytes(loaded: LoadedModel, images: Sequence[bytes], *, threshold: fl
                   top_k: int | None = None, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One output per image; an image that cannot be decoded is an ``InvalidInput`` naming it
     (``names[k]``, else ``image k``)."""
+    return predict_prepared(loaded, prepare_all(loaded, images, names), threshold=threshold, top_k=top_k)
+
+
+def prepare_all(loaded: LoadedModel, images: Sequence[bytes], names: Sequence[str] | None = None) -> list[Prepared]:
+    """``prepare`` of each image; one that cannot be decoded is an ``InvalidInput`` naming it (``names[k]``,
+    else ``image k``)."""
     prepared = []
     for k, data in enumerate(images):
         try:
             prepared.append(prepare(loaded, data))
         except InvalidInput as exc:
             raise InvalidInput(f"{names[k] if names else f'image {k}'}: {exc}") from None
-    return predict_prepared(loaded, prepared, threshold=threshold, top_k=top_k)
+    return prepared
 

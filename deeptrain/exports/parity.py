@@ -15,7 +15,7 @@ import torch
 
 from deeptrain.artifacts import LoadedModel
 from deeptrain.errors import InvalidInput
-from deeptrain.inference import Prepared, model_input, prepare
+from deeptrain.inference import Prepared, model_input, prepare_all
 from deeptrain.models.tasks import predict_with_flips
 
 
@@ -34,12 +34,7 @@ def pixels(loaded: LoadedModel, item: Prepared) -> np.ndarray:
 def graph_inputs(loaded: LoadedModel, images: Sequence[bytes]) -> tuple[list[Prepared], list[np.ndarray]]:
     if not images:
         raise InvalidInput("the parity check needs at least one image (pass images, or --images DIR)")
-    prepared = []
-    for k, data in enumerate(images):
-        try:
-            prepared.append(prepare(loaded, data))
-        except InvalidInput as exc:
-            raise InvalidInput(f"parity image {k}: {exc}") from None
+    prepared = prepare_all(loaded, images, [f"parity image {k}" for k in range(len(images))])
     return prepared, [pixels(loaded, item) for item in prepared]
 
 
