@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from deeptrain.params import (MULTIPLIER_IGNORED, HyperParams, ParamError, check_param_names, parse_cli_params,
                               resolve_params)
-from deeptrain.params.schema import INIT_SCRATCH
 
 if TYPE_CHECKING:  # pragma: no cover
     from ray.tune.search.sample import Domain
@@ -179,6 +178,6 @@ def check_space(template: "Template", base: Mapping[str, Any], space: Mapping[st
         except ParamError as exc:
             raise ParamError(exc.param, exc.value, f"the search space's parameters conflict: {exc}",
                              message=f"the search space's parameters conflict: {exc}") from None
-    if "base_gradient_multiplier" in space and first.init_from in (None, INIT_SCRATCH):
+    if "base_gradient_multiplier" in space and first.from_scratch:
         warnings.warn(f"{MULTIPLIER_IGNORED}, in every trial", UserWarning, stacklevel=2)
     return checked

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import ValidationError
 
-from deeptrain.params.schema import (INIT_SCRATCH, LRATE_PARAMS, MULTIPLIER_IGNORED, HyperParams, ParamError,
-                                     base_type_name, check_param_names, two_lrates_reason, unknown_param_error)
+from deeptrain.params.schema import (LRATE_PARAMS, MULTIPLIER_IGNORED, HyperParams, ParamError, base_type_name,
+                                     check_param_names, two_lrates_reason, unknown_param_error)
 
 if TYPE_CHECKING:  # pragma: no cover
     from deeptrain.templates import Template
@@ -127,7 +127,7 @@ def resolve_params(template: "Template | None", *layers: Mapping[str, Any] | Non
     _check_template(template, params)
     _check_workers(params, num_workers)
     if any((values or {}).get("base_gradient_multiplier") is not None for values in layers) \
-            and params.init_from in (None, INIT_SCRATCH):
+            and params.from_scratch:
         warnings.warn(f"base_gradient_multiplier={params.base_gradient_multiplier!r}: {MULTIPLIER_IGNORED}",
                       UserWarning, stacklevel=2)
     return params

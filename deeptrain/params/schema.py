@@ -189,6 +189,12 @@ class HyperParams(BaseModel):
         return self.init_from is not None and self.init_from not in SYMBOLIC_INIT_FROM
 
     @property
+    def from_scratch(self) -> bool:
+        """``init_from`` asks for no weights (unset or ``scratch``): ``base_gradient_multiplier`` is then ignored,
+        whatever the plan finds (``imagenet``/``imagenet-if-available`` may still resolve to weights)."""
+        return self.init_from in (None, INIT_SCRATCH)
+
+    @property
     def base_lr_scale(self) -> float:
         """The base's learning rate relative to ``lrate``: the multiplier with a pre-initialized base, else 1."""
         return float(self.base_gradient_multiplier) if self.pretrained_base else 1.0
