@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     search_approx_min: int = Field(50_000, ge=1, description="from this many vectors the search index is "
                                                              "approximate (IVF), below it exact")
     serve_max_models: int = Field(4, ge=1, description="model versions one prediction replica keeps loaded")
+    serve_cache_ttl_s: float = Field(2.0, ge=0, le=60, description=(
+        "how long a serving replica reuses an API key's check and a model's resolved version and concepts: a "
+        "revoked key is refused, and a newly promoted version served, at most this many seconds later (0: no reuse)"))
     cluster_connect_timeout_s: float = Field(10.0, gt=0, description="how long to wait for a Ray cluster")
     job_id: str | None = Field(None, description="the Ray Job this process runs as (set by `deeptrain submit`)")
     # experiment tracking (deeptrain.tracking): never fails a training, a problem is a warning on the version

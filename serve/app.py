@@ -102,11 +102,24 @@ class Gateway(GrpcMethods):
         return replica_api(self.services, self.redact)
 
 
-def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5):
-    """The bound application; replicas load weights from the settings' storage (local or S3)."""
+# Ray Serve's own switches for the replicas (read when a replica starts): user code on the replica's event loop
+# instead of a thread of its own, handle calls between deployments over gRPC, no per-request log line on stderr.
+# bench/serve_bench.py measured them (no-op app and deeptrain's alike). The handle routers stay on their own
+# loop: the workflow route calls the Predictor from a worker thread.
+REPLICA_SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+                     "RAY_SERVE_LOG_TO_STDERR": "0"}
+
+
+def replica_env(settings: Settings) -> dict[str, dict[str, str]]:
+    """The replicas' runtime_env: the settings, the storage credentials and ``REPLICA_SERVE_ENV``."""
     from deeptrain.cluster import worker_env
 
-    env = {"env_vars": worker_env(settings)}  # settings.as_env() and the storage credentials
+    return {"env_vars": {**REPLICA_SERVE_ENV, **worker_env(settings)}}
+
+
+def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5):
+    """The bound application; replicas load weights from the settings' storage (local or S3)."""
+    env = replica_env(settings)
     predictor = Predictor.options(num_replicas=predictor_replicas,
                                   ray_actor_options={"num_cpus": predictor_cpus, "runtime_env": env})
     return Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": env}).bind(

@@ -30,6 +30,10 @@ from serve.schemas import (PostInputsSearchesRequest, PostOutputsRequest, PostSe
                            PostWorkflowResultsRequest)
 from serve.v2.state import Services
 
+# base64 images up to this much in all are decoded and header-checked on the event loop (a thread hop costs
+# more than that); larger requests, URLs and stored inputs go through a worker thread
+INLINE_BASE64_BYTES = 256 * 1024
+
 
 def concept_names(ctx: Context, app_id: str) -> dict[str, str]:
     """The app's concept names by id (what outputs show as ``name``)."""
@@ -38,18 +42,38 @@ def concept_names(ctx: Context, app_id: str) -> dict[str, str]:
             select(Concept.id, Concept.name).where(Concept.app_id == app_id))}
 
 
-def _resolve(ctx: Context, app_id: str, model_id: str, version_id: str | None, body: PostOutputsRequest):
+def _resolve_model(ctx: Context, app_id: str, model_id: str, version_id: str | None):
+    """(model, the version it serves, the app's concept names) from the store."""
     model = model_service.get_model(ctx, app_id, model_id)
     version = model_service.get_trained_version(ctx, app_id, model_id, version_id)
-    return (model, version, *read_images(ctx, app_id, body.inputs), concept_names(ctx, app_id))
+    return model, version, concept_names(ctx, app_id)
+
+
+async def resolved_model(svc: Services, app_id: str, model_id: str, version_id: str | None):
+    """``_resolve_model``'s answer, reused for ``Settings.serve_cache_ttl_s`` (``serve/caches.py``)."""
+    key = (app_id, model_id, version_id)
+    found = svc.caches.models.get(key)
+    if found is None:
+        found = svc.caches.models.put(key, await asyncio.to_thread(_resolve_model, svc.ctx, app_id, model_id,
+                                                                   version_id))
+    return found
+
+
+async def request_images(svc: Services, app_id: str, inputs) -> tuple[list[bytes], list[str]]:
+    """The checked bytes of a request's images: on the event loop when they are all small base64 (a header
+    check each, no store or storage read), else in a worker thread."""
+    images = [inp.data.image for inp in inputs]
+    if all(i.base64 is not None for i in images) and sum(len(i.base64) for i in images) <= INLINE_BASE64_BYTES:
+        return read_images(svc.ctx, app_id, inputs)
+    return await asyncio.to_thread(read_images, svc.ctx, app_id, inputs)
 
 
 async def outputs(svc: Services, app_id: str, model_id: str, version_id: str | None,
                   body: PostOutputsRequest) -> dict[str, Any]:
     """PostModelOutputs: one output per input (the model's default version, else its newest trained one)."""
     deadline = time.monotonic() + svc.timeout_s
-    model, version, images, names, concepts = await asyncio.to_thread(_resolve, svc.ctx, app_id, model_id,
-                                                                      version_id, body)
+    model, version, concepts = await resolved_model(svc, app_id, model_id, version_id)
+    images, names = await request_images(svc, app_id, body.inputs)
     config = body.model.output_info.output_config
     threshold = config.min_value if model["task"] == "detection" else None
     top_k = config.max_concepts if config.selected is None else None  # a selection ranks first, cuts after

@@ -65,9 +65,38 @@ def predict_items(loaded, items: list[Item]) -> list[dict[str, Any]]:
     return results  # type: ignore[return-value]
 
 
+# one forward pass takes at most this many images: the batches serve.batch forms from concurrent requests, and the
+# chunks of a request with many inputs (Clarifai allows 128 a request). Measured with bench/serve_bench.py.
+MAX_BATCH = 32
+# a lone image does not wait for company: under load the next batch gathers while the current one runs
+BATCH_WAIT_S = 0.0
+
+
+class BatchCounter:
+    """Batch sizes this replica ran (``Predictor.stats``): the proof batches form under load."""
+
+    def __init__(self) -> None:
+        self.batches = self.items = 0
+        self.sizes: dict[int, int] = {}
+
+    def add(self, size: int) -> None:
+        self.batches, self.items = self.batches + 1, self.items + size
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches, "items": self.items,
+                "mean_batch_size": self.items / self.batches if self.batches else 0.0,
+                "sizes": dict(sorted(self.sizes.items()))}
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 class Predictor:
-    """Loads versions on demand (LRU per replica) and predicts on batches of images."""
+    """Loads versions on demand (LRU per replica) and predicts on batches of images.
+
+    One call per request (``predict_many``): a request of one image joins the batch ``serve.batch`` forms
+    from concurrent requests of its version; a request of several runs as its own batched forward (chunks of
+    ``MAX_BATCH``). Either way one forward runs at a time (``self.forward``): two at once on the same cores
+    only slow each other down."""
 
     def __init__(self, settings_env: dict[str, str], torch_threads: int | None = None):
         import ray
@@ -79,6 +108,8 @@ class Predictor:
         reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
         torch.set_num_threads(torch_threads or max(1, int(reserved)))
         self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
+        self.forward = asyncio.Lock()
+        self.counter = BatchCounter()
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, artifacts: str):
@@ -86,13 +117,35 @@ class Predictor:
 
         return await asyncio.to_thread(load_model, self.ctx.storage, artifacts)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _run(self, loaded, items: list[Item]) -> list[dict[str, Any]]:
+        async with self.forward:
+            self.counter.add(len(items))
+            return await asyncio.to_thread(predict_items, loaded, items)
+
+    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
+        return await self._run(await self.get_model(serve.get_multiplexed_model_id()), items)
+
+    async def predict_many(self, images: list[bytes], threshold: float | None = None, top_k: int | None = None,
+                           budget_s: float | None = None) -> list[dict[str, Any]]:
+        """The prediction (or ``{"error": ...}``) for each image, in order; ``budget_s``: the seconds the caller
+        still waits."""
+        budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
+        deadline = time.monotonic() + budget
+        items = [Item(data, threshold, top_k, deadline) for data in images]
+        if len(items) == 1:
+            return [await self._batched(items[0])]
         loaded = await self.get_model(serve.get_multiplexed_model_id())
-        return await asyncio.to_thread(predict_items, loaded, items)
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(items), MAX_BATCH):
+            out += await self._run(loaded, items[start:start + MAX_BATCH])
+        return out
 
     async def predict(self, data: bytes, threshold: float | None = None, top_k: int | None = None,
                       budget_s: float | None = None) -> dict[str, Any]:
-        """The prediction for one image, or ``{"error": ...}``; ``budget_s``: the seconds its caller still waits."""
-        budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
-        return await self._batched(Item(data, threshold, top_k, time.monotonic() + budget))
+        """The prediction for one image (``predict_many`` of one)."""
+        return (await self.predict_many([data], threshold, top_k, budget_s))[0]
+
+    def stats(self) -> dict[str, Any]:
+        """The batch sizes this replica ran so far."""
+        return self.counter.as_dict()

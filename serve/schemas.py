@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deeptrain.search.faiss_index import MAX_TOP_K
 
-MAX_INPUTS_PER_REQUEST = 32
+MAX_INPUTS_PER_REQUEST = 128  # Clarifai's limit for PostModelOutputs: run as batched forwards of MAX_BATCH
+MAX_WORKFLOW_INPUTS = 32  # a workflow's steps multiply its work (crops: Settings.max_workflow_crops)
 MAX_ID_CHARS = 256  # an echoed input id, a stored input id, a concept id
 MAX_CONCEPTS = 1000  # output_config.max_concepts
 MAX_URL_CHARS = 2048
@@ -172,7 +173,7 @@ class PostSearchesResponse(_Open):
 
 
 class PostWorkflowResultsRequest(_Strict):
-    inputs: list[Input] = Field(..., min_length=1, max_length=MAX_INPUTS_PER_REQUEST)
+    inputs: list[Input] = Field(..., min_length=1, max_length=MAX_WORKFLOW_INPUTS)
     output_config: OutputConfig = OutputConfig()
 
 

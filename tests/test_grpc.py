@@ -49,15 +49,16 @@ class _Call:
 
 
 class StandIn:
-    """The Predictor's interface (``options(multiplexed_model_id=...).predict.remote(...)``), fixed answers."""
+    """The Predictor's interface (``options(multiplexed_model_id=...).predict_many.remote(...)``), fixed answers."""
 
     def __init__(self, tasks: dict[str, str]):
         self.tasks = tasks  # artifacts -> task
 
     def options(self, multiplexed_model_id: str):
         task = self.tasks[multiplexed_model_id]
-        return type("Handle", (), {"predict": type("M", (), {"remote": staticmethod(
-            lambda data, threshold, top_k, budget: _Call(self.answer(task, threshold, top_k)))})()})()
+        return type("Handle", (), {"predict_many": type("M", (), {"remote": staticmethod(
+            lambda images, threshold, top_k, budget: _Call([self.answer(task, threshold, top_k)
+                                                            for _ in images]))})()})()
 
     @staticmethod
     def answer(task: str, threshold, top_k):

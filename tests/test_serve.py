@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -177,7 +178,8 @@ def test_api_keys(served):
     read_only = client.create_key("fashion", ["read"])["key"]
     revoked = client.create_key("fashion", ["predict"])
     assert _post(http, path, image, headers={"Authorization": f"Key {revoked['key']}"}).status_code == 200
-    client.revoke_key("fashion", revoked["id"])
+    client.revoke_key("fashion", revoked["id"])  # in the store, past the gateway: its cache holds the key
+    assert _refused_within_the_cache_bound(http, path, image, revoked["key"])
     assert all("key" not in k for k in client.list_keys("fashion"))  # shown once, never listed
     cases = [
         ({"Authorization": ""}, 401, "missing API key"),
@@ -191,6 +193,77 @@ def test_api_keys(served):
         r = _post(http, path, image, headers=headers)
         assert r.status_code == status, (headers, r.text)
         assert fragment in r.json()["status"]["description"]
+
+
+def _refused_within_the_cache_bound(http, path: str, image: dict, key: str) -> bool:
+    """Whether a key revoked behind the gateway's back is refused within DEEPTRAIN_SERVE_CACHE_TTL_S (plus
+    a request's time), the bound serve/caches.py states."""
+    deadline = time.monotonic() + Settings().serve_cache_ttl_s + 2.0
+    while time.monotonic() < deadline:
+        if _post(http, path, image, headers={"Authorization": f"Key {key}"}).status_code == 401:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_promoted_version_is_served_within_the_cache_bound(served):
+    """The model's default version changes in the store (as `deeptrain tune promote` does) while the gateway's
+    cache holds the old resolution: predictions switch to it within DEEPTRAIN_SERVE_CACHE_TTL_S."""
+    from deeptrain.store.schema import ModelVersion
+
+    client, version, http = served
+    image = _b64(imagegen.png_bytes())
+    served_version = lambda: _post(http, "/v2/apps/fashion/models/clf/outputs", image).json()["outputs"][0][  # noqa: E731
+        "model"]["model_version"]["id"]
+    before = served_version()  # warm: the resolution is cached now
+    with client.ctx.store.session() as s:  # a second trained version of the model (the same weights)
+        row = s.get(ModelVersion, ("fashion", "clf", version["id"]))
+        s.add(ModelVersion(**{c.name: getattr(row, c.name) for c in ModelVersion.__table__.columns
+                              if c.name != "id"}, id="promoted"))
+    model_service.set_default_version(client.ctx, "fashion", "clf", "promoted")
+    try:
+        deadline = time.monotonic() + Settings().serve_cache_ttl_s + 2.0
+        while served_version() != "promoted" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert before != "promoted" and served_version() == "promoted"
+    finally:
+        model_service.set_default_version(client.ctx, "fashion", "clf", version["id"])
+        with client.ctx.store.session() as s:
+            s.delete(s.get(ModelVersion, ("fashion", "clf", "promoted")))
+
+
+def test_concurrent_requests_form_batches(served, fashion_small):
+    """Eight clients posting one image each: the Predictor runs them in batches (its counter says so)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    client, version, http = served
+    predictor = serve.get_deployment_handle("Predictor", app_name="deeptrain")
+    images = [_b64(f.read_bytes()) for f in sorted((fashion_small / "test").rglob("*.png"))[:8]]
+    path = f"/v2/apps/fashion/models/clf/versions/{version['id']}/outputs"
+    assert _post(http, path, images[0]).status_code == 200  # the version is loaded
+    before = predictor.stats.remote().result()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda k: _post(http, path, images[k % 8]).status_code, range(96)))
+    after = predictor.stats.remote().result()
+    assert set(codes) == {200}
+    batches, items = after["batches"] - before["batches"], after["items"] - before["items"]
+    assert items == 96 and items / batches > 1, (before, after)
+
+
+def test_a_request_of_128_inputs_answers_in_input_order(served, fashion_small, served_threads):
+    client, version, http = served
+    files = sorted((fashion_small / "test").rglob("*.png"))
+    datas = [files[k % len(files)].read_bytes() for k in range(128)]
+    r = _post(http, f"/v2/apps/fashion/models/clf/versions/{version['id']}/outputs", *map(_b64, datas))
+    assert r.status_code == 200, r.text
+    outputs = r.json()["outputs"]
+    offline = client.predict("fashion", "clf", datas, version_id=version["id"])
+    assert len(outputs) == 128
+    for out, ref in zip(outputs, offline):
+        scores = {c["id"]: c["value"] for c in out["data"]["concepts"]}
+        assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
 
 
 def test_multipart_upload(served, fashion_small):
@@ -214,7 +287,8 @@ def test_multipart_upload(served, fashion_small):
         (http.post(path, files=[png], data={"max_concepts": "zero"}), 400, "max_concepts"),
         (http.post(path, files=[("image", ("x.png", b"not an image", "image/png"))]), 400,
          "inputs[0] (id 'x.png'): not an image"),
-        (http.post(path, files=[png] * 33), 400, "invalid multipart body: Too many files. Maximum number of files is 32"),
+        (http.post(path, files=[png] * 129), 400,
+         "invalid multipart body: Too many files. Maximum number of files is 128"),
         (http.post(path, content=b"--b\r\nbroken", headers={"content-type": "multipart/form-data; boundary=b"}),
          400, "multipart body"),
     ]

@@ -17,6 +17,7 @@ from fastapi import Header, Path, Request
 from deeptrain.errors import Forbidden
 from deeptrain.services import keys as key_service
 from deeptrain.services.context import Context
+from serve.caches import key_digest
 from serve.v2.state import Services, services
 
 # what a route needs of its key: an app (checked against an app key's), or none (the route decides)
@@ -42,10 +43,21 @@ class Access:
         return self.key["kind"] == "user"
 
 
+async def authenticated(svc: Services, authorization: str | None) -> dict[str, Any]:
+    """The key of an ``Authorization`` header: from the replica's cache while it is fresh (``serve/caches.py``),
+    else from the store (a failure is never cached)."""
+    digest = key_digest(authorization)
+    key = None if digest is None else svc.caches.keys.get(digest)
+    if key is None:
+        key = await asyncio.to_thread(key_service.authenticate, svc.ctx, authorization)
+        svc.caches.keys.put(digest, key)
+    return key
+
+
 async def check(request: Request, authorization: str | None, app_id: str | None, scope: str | None,
                 need: str) -> Access:
     svc = services(request)
-    key = await asyncio.to_thread(key_service.authenticate, svc.ctx, authorization)
+    key = await authenticated(svc, authorization)
     if need == APP and app_id is None:
         if key["kind"] == "user":
             raise Forbidden("a user key acts in any app: name it in the path, /v2/users/me/apps/{app_id}/...",

@@ -103,6 +103,7 @@ async def get_app(access: Access) -> dict[str, Any]:
        summary="delete an app with its inputs, models and stored objects (admin scope)")
 async def delete_app(access: Access) -> dict[str, Any]:
     await _thread(app_service.delete_app, access.ctx, access.app_id)
+    access.services.caches.forget()
     return ok()
 
 
@@ -190,8 +191,8 @@ async def list_app_keys(access: Access, page: Page = Depends(page_query)) -> dic
 async def delete_key(access: Access, key_id: str) -> dict[str, Any]:
     if access.user_key:
         await _thread(key_service.revoke_key, access.ctx, None, key_id)
-        return ok()
-    app_id = access.key["app_id"]
-    _admin_app(access, app_id)
-    await _thread(key_service.revoke_key, access.ctx, app_id, key_id)
+    else:
+        _admin_app(access, access.key["app_id"])
+        await _thread(key_service.revoke_key, access.ctx, access.key["app_id"], key_id)
+    access.services.caches.forget()  # this replica refuses the key at once, others within serve_cache_ttl_s
     return ok()

@@ -132,6 +132,7 @@ async def get_model(access: Access, model_id: str, request: Request) -> dict[str
        summary="delete a model, its versions and stored objects (force=true: its queued or training versions too)")
 async def delete_model(access: Access, model_id: str, force: bool = Query(False)) -> dict[str, Any]:
     await _thread(model_service.delete_model, access.ctx, access.app_id, model_id, force)
+    access.services.caches.forget()  # this replica stops serving it at once (others within serve_cache_ttl_s)
     return ok()
 
 
@@ -193,6 +194,7 @@ async def get_model_version(access: Access, model_id: str, version_id: str, requ
 async def delete_model_version(access: Access, model_id: str, version_id: str,
                                force: bool = Query(False)) -> dict[str, Any]:
     await _thread(model_service.delete_version, access.ctx, access.app_id, model_id, version_id, force)
+    access.services.caches.forget()
     return ok()
 
 

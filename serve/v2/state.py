@@ -12,6 +12,7 @@ from deeptrain import search as search_service
 from deeptrain.errors import ClusterError
 from deeptrain.jobs.ray_address import serving_address
 from deeptrain.services.context import Context
+from serve.caches import ReplicaCaches
 
 
 def no_cluster() -> str:
@@ -28,6 +29,12 @@ class Services:
     indexes: search_service.IndexCache = field(default_factory=search_service.IndexCache)
     # where the routes that start work (training, tuning, index builds) submit their Ray jobs
     job_address: Callable[[], str] = serving_address
+    # key checks and model resolutions reused for Settings.serve_cache_ttl_s (serve/caches.py)
+    caches: ReplicaCaches | None = None
+
+    def __post_init__(self) -> None:
+        if self.caches is None:
+            self.caches = ReplicaCaches(self.ctx.settings.serve_cache_ttl_s)
 
 
 def services(request: Request) -> Services:
