@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         "torch threads per training worker (default: the node's cores shared by its workers)"))
     search_approx_min: int = Field(50_000, ge=1, description="from this many vectors the search index is "
                                                              "approximate (IVF), below it exact")
+    search_recall_target: float = Field(0.95, gt=0, le=1, description=(
+        "Recall@10 an approximate search index must reach on held-out queries, measured while it is built: "
+        "it searches the fewest inverted lists (nprobe) that do; a change re-trains the index at the next build"))
     serve_max_models: int = Field(4, ge=1, description="model versions one prediction replica keeps loaded")
     serve_cache_ttl_s: float = Field(2.0, ge=0, le=60, description=(
         "how long a serving replica reuses an API key's check and a model's resolved version and concepts: a "

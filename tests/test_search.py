@@ -4,6 +4,10 @@ One embedding model is trained for a few epochs for the module (the mechanics ne
 vectors without ties, not a good model; the precision@10 of a fully trained version is asserted by
 ``tests/test_learning.py``); the app also holds 60 of the official test images (6 per
 class), which are the held-out queries.
+
+The approximate index's own behaviour (the ``nprobe`` chosen from the recall target, kept through
+storage and incremental builds, degenerate data) is tested on synthetic clustered vectors, with
+``build_index``'s embedding step replaced by a table of vectors (``_VectorApp``): no Ray, a few seconds.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -22,12 +28,13 @@ from deeptrain.ids import slugify
 from deeptrain.sample_data import (FASHION_MNIST_CLASSES, class_folder_name, load_fashion_mnist,
                                    write_fashion_mnist_folder)
 from deeptrain.sdk import Client
+from deeptrain.search import build as search_build
 from deeptrain.search import load_index
 from deeptrain.services import models as model_service
 from tests.conftest import import_fashion, run_cli
 from tests.test_serve import _b64, _free_port
 
-pytestmark = pytest.mark.ray
+ray = pytest.mark.ray  # the tests on the trained embedding model; the index's own tests need no cluster
 
 TRAIN_PER_CLASS, QUERY_PER_CLASS = 200, 6
 # a few epochs: a barely trained model maps many images to near-identical vectors (ties in every ranking)
@@ -81,6 +88,7 @@ def _queries(client: Client) -> list[dict]:
     return [i for i in client.list_inputs("fashion") if i["split"] == "test"]
 
 
+@ray
 def test_index_holds_every_input(indexed):
     client, version, report, progress = indexed
     n = 10 * (TRAIN_PER_CLASS + QUERY_PER_CLASS)
@@ -91,6 +99,7 @@ def test_index_holds_every_input(indexed):
     assert (info["model_id"], info["version_id"], info["total"]) == ("emb", version["id"], n)
 
 
+@ray
 def test_hits_are_ranked_and_leave_the_query_out(indexed):
     client = indexed[0]
     for q in _queries(client):
@@ -100,6 +109,7 @@ def test_hits_are_ranked_and_leave_the_query_out(indexed):
         assert scores == sorted(scores, reverse=True)
 
 
+@ray
 def test_image_query_equals_the_indexed_vector(indexed):
     """Searching with a stored image's bytes finds itself (score 1) and then what its input id finds
     (compared by score: a briefly trained model has near-ties whose order is arbitrary)."""
@@ -113,6 +123,7 @@ def test_image_query_equals_the_indexed_vector(indexed):
     assert [h["score"] for h in by_id] == pytest.approx(others, abs=1e-4)
 
 
+@ray
 def test_concept_filter(indexed):
     client = indexed[0]
     q = next(i for i in _queries(client) if i["concepts"] == ["trouser"])
@@ -125,6 +136,7 @@ def test_concept_filter(indexed):
     assert [h["input_id"] for h in hits] == [i for _, i in sandals[:7]]
 
 
+@ray
 def test_bad_input_is_a_clear_error(indexed):
     client, version, _, _ = indexed
     q = _queries(client)[0]["id"]
@@ -152,6 +164,7 @@ def test_bad_input_is_a_clear_error(indexed):
         assert fragment in str(info.value)
 
 
+@ray
 def test_cli(indexed):
     client = indexed[0]
     settings = client.settings
@@ -174,6 +187,7 @@ def _post(h: httpx.Client, query: dict, headers: dict | None = None, **options) 
     return h.post("/v2/apps/fashion/searches", json={"query": query, **options}, headers=headers)
 
 
+@ray
 def test_deleting_the_indexed_model_or_version_is_refused_while_the_index_uses_it(indexed):
     client, version, _, _ = indexed
     for other in client.list_versions("fashion", "emb"):  # a queued one (test_bad_input_...) is refused before
@@ -187,6 +201,7 @@ def test_deleting_the_indexed_model_or_version_is_refused_while_the_index_uses_i
     assert len(client.search("fashion", input_id=_queries(client)[0]["id"])) == 10  # the index still answers
 
 
+@ray
 def test_http_search_equals_the_sdk(indexed, http):
     client = indexed[0]
     data, _ = _unseen_images(1)[0]
@@ -212,6 +227,7 @@ def test_http_search_equals_the_sdk(indexed, http):
     assert two.status_code == 400 and "exactly one 'image' file part, got 2" in two.json()["status"]["description"]
 
 
+@ray
 def test_http_errors(indexed, http):
     client = indexed[0]
     predict_only = client.create_key("fashion", ["predict"])["key"]
@@ -231,6 +247,7 @@ def test_http_errors(indexed, http):
         assert fragment in r.json()["status"]["description"], r.text
 
 
+@ray
 def test_incremental_indexing(indexed, http):
     """A rebuild embeds only new inputs and drops deleted ones; the gateway picks up the new index."""
     client, _, first, _ = indexed
@@ -286,3 +303,153 @@ def test_a_large_index_is_approximate_with_high_recall():
 
     index.remove_ids(np.array([150], dtype=np.int64))
     assert index.ntotal == len(vectors) - 1
+
+
+def _clustered(n: int, dim: int = 64, noise: float = 1.5, seed: int = 0, centres: int = 200):
+    """Normalized vectors around shared random centres; at noise 1.5 a query's neighbours spread over
+    many of the index's lists (the nprobe that reaches a target is neither 1 nor every list)."""
+    import numpy as np
+
+    from deeptrain.search import normalize
+
+    rng = np.random.default_rng(seed)
+    c = np.random.default_rng(1000).standard_normal((centres, dim)).astype(np.float32)
+    return normalize(c[rng.integers(0, centres, n)] + noise * rng.standard_normal((n, dim)))
+
+
+def _recall_at_10(searcher, queries, vectors, labels) -> float:
+    import faiss
+    import numpy as np
+
+    _, truth = faiss.knn(queries, vectors, 10, metric=faiss.METRIC_INNER_PRODUCT)
+    return float(np.mean([len({searcher.by_input[h["input_id"]] for h in searcher.query(q, 10)}
+                              & set(labels[t].tolist())) / 10 for q, t in zip(queries, truth)]))
+
+
+def test_an_approximate_index_searches_the_fewest_lists_that_reach_the_recall_target():
+    import faiss
+    import numpy as np
+
+    from deeptrain.search import SearchIndex, build_tuned
+    from deeptrain.search.tuning import Z, held_out, recall
+
+    vectors, labels = _clustered(20_000), np.arange(7, 20_007, dtype=np.int64)
+    index, choice = build_tuned(vectors, labels, approx_min=10_000, recall_target=0.9)
+    ivf = faiss.downcast_index(index)
+    assert isinstance(ivf, faiss.IndexIVFFlat) and choice["kind"] == f"IVF{ivf.nlist},Flat"
+    assert 1 < choice["nprobe"] == ivf.nprobe < ivf.nlist and choice["recall"] >= 0.9
+    sample = held_out(vectors, labels)  # the same sample (seeded): one list fewer falls short of the target
+    fewer = recall(index, sample, choice["nprobe"] - 1)
+    assert fewer.mean() - Z * fewer.std() / np.sqrt(len(fewer)) < 0.9
+    rows = {int(lab): {"input_id": f"in{lab}", "sha256": "", "concepts": []} for lab in labels}
+    searcher = SearchIndex({"artifacts": ""}, index, rows)
+    fresh = _clustered(300, seed=1)  # queries that are not in the index
+    assert _recall_at_10(searcher, fresh, vectors, labels) >= 0.87
+    _, stricter = build_tuned(vectors, labels, approx_min=10_000, recall_target=0.97)
+    assert stricter["nprobe"] > choice["nprobe"] and stricter["recall"] >= 0.97
+
+
+def test_a_query_for_many_hits_searches_more_lists():
+    """An index tuned for 10 hits may search lists holding fewer than top_k vectors: more are searched."""
+    import faiss
+    import numpy as np
+
+    from deeptrain.search import SearchIndex, build_tuned
+
+    vectors = _clustered(20_000, noise=0.6)
+    index, choice = build_tuned(vectors, np.arange(20_000, dtype=np.int64), approx_min=10_000)
+    assert choice["nprobe"] == 1 and faiss.downcast_index(index).invlists.list_size(0) < 1000
+    searcher = SearchIndex({"artifacts": ""}, index, {i: {"input_id": str(i), "sha256": "", "concepts": []}
+                                                     for i in range(20_000)})
+    hits = searcher.query(vectors[0], 1000)
+    assert len(hits) == 1000 and hits[0]["input_id"] == "0"
+
+
+class _VectorApp:
+    """An app's inputs as ``build_index`` reads them, embedded by a table (input id -> vector) instead of a
+    trained model on Ray: the index's side of a build, fast."""
+
+    def __init__(self, monkeypatch, vectors):
+        self.vectors = {f"in{i:06d}": v for i, v in enumerate(vectors)}
+        self.embedded: list[str] = []
+        monkeypatch.setattr(search_build, "_resolve_embedding_version",
+                            lambda ctx, app, model, version: {"id": "v1", "artifacts": "unused"})
+        monkeypatch.setattr(search_build, "iter_inputs", lambda ctx, app: [
+            SimpleNamespace(id=i, sha256=f"sha-{i}", storage_key=i, annotations=[]) for i in self.vectors])
+        monkeypatch.setattr(search_build, "embed_with_ray", self._embed)
+
+    def _embed(self, ctx, artifacts, todo, batch_size, on_batch) -> None:
+        import numpy as np
+
+        ids = [i for i, _ in todo]
+        self.embedded += ids
+        for start in range(0, len(ids), 5000):
+            on_batch(ids[start:start + 5000], np.stack([self.vectors[i] for i in ids[start:start + 5000]]))
+
+
+def _build(settings: Settings) -> tuple[dict, dict, object]:
+    """``build_index`` with these settings: its report, the app's manifest and the index loaded from storage."""
+    from deeptrain.search import index_info
+    from deeptrain.search.index_files import load_generation, read_pointer
+
+    client = Client(settings)
+    report = search_build.build_index(client.ctx, "big", "emb")
+    pointer = read_pointer(client.ctx, "big")
+    assert index_info(client.ctx, "big")["search_index"] == pointer["search_index"]
+    return report, pointer, load_generation(client.ctx, pointer)
+
+
+def test_the_chosen_search_survives_storage_and_incremental_builds(local_settings, monkeypatch):
+    import faiss
+    import numpy as np
+
+    Client(local_settings).create_app("big")
+    settings = local_settings.model_copy(update={"search_approx_min": 10_000, "search_recall_target": 0.9})
+    app = _VectorApp(monkeypatch, _clustered(20_000))
+    report, manifest, loaded = _build(settings)
+    chosen = manifest["search_index"]
+    assert report["total"] == 20_000 and chosen["recall_target"] == 0.9 and chosen["recall"] >= 0.9
+    assert faiss.downcast_index(loaded.index).nprobe == chosen["nprobe"] > 1  # the index file keeps nprobe
+
+    added = _clustered(50, seed=2)
+    for k, v in enumerate(added):
+        app.vectors[f"new{k}"] = v
+    for k in range(30):
+        del app.vectors[f"in{k:06d}"]
+    app.embedded.clear()
+    report, manifest, loaded = _build(settings)
+    assert (report["indexed"], report["removed"], report["total"]) == (50, 30, 20_020)
+    assert sorted(app.embedded) == sorted(f"new{k}" for k in range(50))
+    assert manifest["search_index"] == chosen and manifest["trained_on"] == 20_000  # added to, not re-trained
+    assert faiss.downcast_index(loaded.index).nprobe == chosen["nprobe"]
+    hits = loaded.query(added[3], 3)
+    assert hits[0]["input_id"] == "new3" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert "in000003" not in {h["input_id"] for h in loaded.query(_clustered(20_000)[3], 10)}
+    assert np.allclose(loaded.vector_of("in000100"), app.vectors["in000100"], atol=1e-6)
+
+    stricter = settings.model_copy(update={"search_recall_target": 0.97})  # a new target: chosen again
+    report, manifest, loaded = _build(stricter)
+    assert (report["indexed"], report["removed"], report["total"]) == (0, 0, 20_020)
+    assert manifest["search_index"]["recall_target"] == 0.97 and manifest["search_index"]["recall"] >= 0.97
+    assert manifest["search_index"]["nprobe"] > chosen["nprobe"] and manifest["generation"] == 3
+    assert faiss.downcast_index(loaded.index).nprobe == manifest["search_index"]["nprobe"]
+
+
+@pytest.mark.parametrize("case", ["one vector", "two vectors", "just above approx_min", "duplicates",
+                                  "all identical", "zero vectors"])
+def test_degenerate_data_still_builds_and_answers(case):
+    import numpy as np
+
+    from deeptrain.search import SearchIndex, build_tuned
+
+    vectors = {"one vector": _clustered(1), "two vectors": _clustered(2), "just above approx_min": _clustered(1001),
+               "duplicates": np.repeat(_clustered(400), 5, axis=0), "all identical": np.repeat(_clustered(1), 3000, 0),
+               "zero vectors": np.concatenate([np.zeros((1500, 64), np.float32), _clustered(1500)])}[case]
+    n = len(vectors)
+    index, choice = build_tuned(vectors, np.arange(n, dtype=np.int64), approx_min=1, recall_target=0.95)
+    assert choice["kind"].startswith("IVF") and 1 <= choice["nprobe"] <= choice["nlist"]
+    assert choice.get("recall", 1.0) >= 0.95
+    searcher = SearchIndex({"artifacts": ""}, index, {i: {"input_id": str(i), "sha256": "", "concepts": []}
+                                                     for i in range(n)})
+    hits = searcher.query(vectors[-1], 10)
+    assert len(hits) == min(10, n) and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)

@@ -3,7 +3,9 @@
 An update embeds only the inputs the index does not hold yet (or whose bytes changed),
 removes deleted or changed ones and refreshes every row's concepts from the current labels;
 it writes a new generation only when something changed. An approximate index is rebuilt
-(re-trained) once it has outgrown what it was trained on.
+(re-trained, its ``nprobe`` chosen again from the recall target) once it has outgrown what it
+was trained on, or when ``Settings.search_recall_target`` changed; what was chosen (kind,
+``nprobe``, the recall measured at build) is the manifest's ``search_index``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from deeptrain.errors import InvalidInput
 from deeptrain.search.embedding import embed_with_ray
-from deeptrain.search.faiss_index import SearchIndex, is_approximate, make_index, needs_rebuild, normalize
+from deeptrain.search.faiss_index import SearchIndex, build_tuned, is_approximate, needs_rebuild, normalize
 from deeptrain.search.index_files import (MANIFEST, generation_keys, load_generation, publish, read_json,
                                           write_generation)
 from deeptrain.services import models as model_service
@@ -50,6 +52,8 @@ class _Update:
     index: Any | None
     next_label: int
     trained_on: int
+    choice: dict[str, Any]  # what the index is and how it searches (``build_tuned``'s record)
+    rebuilt: bool = False
     new_labels: list[np.ndarray] = field(default_factory=list)
     new_vectors: list[np.ndarray] = field(default_factory=list)
 
@@ -67,22 +71,31 @@ class _Update:
             self.rows[label] = {"input_id": input_id, "sha256": sha256, "concepts": concepts}
         self.next_label += len(ids)
 
-    def merged(self, approx_min: int):
-        """The index with the new vectors in it: made anew (trained on every vector) when there was none
-        or it has outgrown its kind, else added to."""
-        if not self.new_vectors:
-            return self.index
-        labels, vectors = np.concatenate(self.new_labels), np.concatenate(self.new_vectors)
-        if self.index is not None and not needs_rebuild(self.index, len(self.rows), self.trained_on, approx_min):
-            self.index.add_with_ids(vectors, labels)
+    def _outgrown(self, approx_min: int, recall_target: float) -> bool:
+        """Whether the index must be made anew: it has outgrown its kind, or it was tuned for another target."""
+        if is_approximate(self.index) and self.choice.get("recall_target") != recall_target:
+            return True
+        return needs_rebuild(self.index, len(self.rows), self.trained_on, approx_min)
+
+    def merged(self, approx_min: int, recall_target: float):
+        """The index with the new vectors in it: made anew (trained on every vector, searched with the
+        ``nprobe`` reaching ``recall_target``) when there was none or ``_outgrown``; else added to."""
+        if self.index is None and not self.new_vectors:
+            return None
+        dim = self.index.d if self.index is not None else self.new_vectors[0].shape[1]
+        labels = np.concatenate(self.new_labels) if self.new_labels else np.zeros(0, np.int64)
+        vectors = np.concatenate(self.new_vectors) if self.new_vectors else np.zeros((0, dim), np.float32)
+        if self.index is not None and not self._outgrown(approx_min, recall_target):
+            if len(labels):
+                self.index.add_with_ids(vectors, labels)
             return self.index
         if self.index is not None:  # the vectors it holds join the new ones
             kept = np.array(sorted(set(self.rows) - set(labels.tolist())), dtype=np.int64)
             labels = np.concatenate([kept, labels])
-            vectors = np.concatenate([normalize([self.index.reconstruct(int(k)) for k in kept])
-                                      if len(kept) else np.zeros((0, vectors.shape[1]), np.float32), vectors])
-        self.index = make_index(vectors, labels, approx_min)
-        self.trained_on = len(labels)
+            vectors = np.concatenate([normalize(self.index.reconstruct_batch(kept)) if len(kept)
+                                      else np.zeros((0, dim), np.float32), vectors])
+        self.index, self.choice = build_tuned(vectors, labels, approx_min, recall_target)
+        self.trained_on, self.rebuilt = len(labels), True
         return self.index
 
 
@@ -105,7 +118,10 @@ def _start_update(old: SearchIndex | None, manifest: dict[str, Any] | None,
             index.remove_ids(np.array(stale, dtype=np.int64))
     next_label = int(manifest["next_label"]) if manifest else 0
     trained_on = int(manifest.get("trained_on", 0)) if manifest else 0
-    return _Update(current, rows, index, next_label, trained_on), stale
+    choice = dict((manifest or {}).get("search_index") or {})  # none before this was recorded:
+    if index is not None and not choice and not is_approximate(index):  # an exact one is what it is;
+        choice = {"kind": "Flat"}  # an approximate one is re-tuned at this build (``_Update._outgrown``)
+    return _Update(current, rows, index, next_label, trained_on, choice), stale
 
 
 def _manifest(app_id: str, model_id: str, version: dict[str, Any], prefix: str, generation: int,
@@ -116,7 +132,7 @@ def _manifest(app_id: str, model_id: str, version: dict[str, Any], prefix: str, 
         "app_id": app_id, "model_id": model_id, "version_id": version["id"], "artifacts": version["artifacts"],
         "generation": generation, "build_id": uuid.uuid4().hex, "dim": int(index.d), "total": int(index.ntotal),
         "next_label": update.next_label, "trained_on": update.trained_on, "approximate": is_approximate(index),
-        "index": index_key, "rows": rows_key, "updated_at": datetime.now(timezone.utc).isoformat(),
+        "search_index": update.choice, "index": index_key, "rows": rows_key, "updated_at": datetime.now(timezone.utc).isoformat(),
     }
 
 
@@ -148,10 +164,10 @@ def build_index(ctx: Context, app_id: str, model_id: str, version_id: str | None
 
     if todo:
         embed_with_ray(ctx, version["artifacts"], todo, batch_size, on_batch)
-    index = update.merged(ctx.settings.search_approx_min)
+    index = update.merged(ctx.settings.search_approx_min, ctx.settings.search_recall_target)
     if index is None:
         raise InvalidInput(f"app {app_id!r} has no inputs to index")
-    changed = bool(todo or stale) or old is None or any(old.rows[k]["concepts"] != r["concepts"]
+    changed = bool(todo or stale) or old is None or update.rebuilt or any(old.rows[k]["concepts"] != r["concepts"]
                                                         for k, r in update.rows.items())
     if changed:
         generation = (int(manifest["generation"]) + 1) if manifest else 1

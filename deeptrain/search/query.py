@@ -67,6 +67,10 @@ def search(ctx: Context, app_id: str, image: ImageSource | None = None, input_id
 
 
 def index_info(ctx: Context, app_id: str) -> dict[str, Any]:
-    """The app's search index pointer (model, version, size, when built)."""
+    """The app's search index pointer (model, version, size, when built) and, from indexes built since it was
+    recorded, ``search_index``: its kind and, when approximate, the ``nprobe`` chosen and the recall measured."""
     pointer = read_pointer(ctx, app_id)
-    return {k: pointer[k] for k in ("app_id", "model_id", "version_id", "generation", "dim", "total", "updated_at")}
+    info = {k: pointer[k] for k in ("app_id", "model_id", "version_id", "generation", "dim", "total", "updated_at")}
+    if pointer.get("search_index"):
+        info["search_index"] = pointer["search_index"]
+    return info
