@@ -19,6 +19,7 @@ BENCHES = [
     ("training", ["train_bench.py"]),
     ("tuning", ["tune_bench.py"]),
     ("serving", ["serve_bench.py"]),
+    ("search", ["search_bench.py"]),
 ]
 
 

@@ -184,6 +184,12 @@ def targets(size: int, result: dict, floor: list[dict]) -> dict[str, tuple[float
     return found
 
 
+def attainable(result: dict, floor: list[dict]) -> float:
+    """Images/s the app could reach at C=32 if it added nothing to Ray Serve's path and the model: the no-op
+    app's machine time per request plus the bare batched forward's per image, both on the same cores."""
+    return 1 / (1 / floor[-1]["rps"] + 1 / result["bare"]["batched_ips"])
+
+
 def report(results: dict, floor: list[dict]) -> None:
     print(f"\nserving: ResNext classifier, flip averaging on, Fashion-MNIST PNGs, {os.cpu_count()} CPUs; load: wrk")
     for size, r in results.items():
@@ -200,6 +206,10 @@ def report(results: dict, floor: list[dict]) -> None:
         many = r["many_inputs"]
         print(f"{MANY} inputs a request (C=1): {many['ips']:.1f} images/s = {many['ips'] / base['batched_ips']:.2f} "
               f"x bare batched, p50 {many['p50_ms']:.1f} ms")
+        bound = attainable(r, floor)
+        print(f"attainable at C=32 (no-op path + bare batched forward, same cores): {bound:.1f} images/s = "
+              f"{bound / floor[-1]['rps']:.2f} x the no-op ceiling; the app reached {r['levels'][-1]['ips'] / bound:.2f} "
+              "of it")
         for name, (got, want) in targets(size, r, floor).items():
             sign = -1 if name.startswith("-") else 1
             print(f"target {name.lstrip('-')}: {sign * got:.2f} (target {sign * want:g}: "
@@ -244,6 +254,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"serving": {str(s): r for s, r in results.items()}, "noop_serve": floor,
                                          "targets": {str(s): targets(s, r, floor) for s, r in results.items()},
+                                         "attainable_c32_ips": {str(s): attainable(r, floor) for s, r in results.items()},
                                          "failed_requests": failed}, indent=2))
     if failed:
         print(f"\nFAILED: requests did not succeed: {failed}", file=sys.stderr)
