@@ -1,37 +1,42 @@
-"""Import throughput: deeptrain's import pipeline vs a bare upload of the same files.
+"""Import throughput: deeptrain's import pipeline vs the irreducible work on the same files.
 
 For N real Fashion-MNIST images (PNG files in an image folder) this measures, in one run:
-  - local storage: ``deeptrain inputs import`` (decode + validate + sha256 + dedup check +
-    atomic write + SQLite rows) vs a bare ``pyarrow.fs`` copy of the same files;
-  - S3 (a SeaweedFS server started here on loopback) + PostgreSQL: the same import vs a
-    bare ``boto3`` ``put_object`` loop over the same files;
+  - local storage: ``Client.import_inputs`` (decode + validate + sha256 + dedup lookup +
+    atomic write + SQLite rows) vs the same files copied, each decoded by Pillow and hashed
+    (sha256), on as many threads as the import's ``import_workers``;
+  - S3 (a SeaweedFS server started here on loopback) + PostgreSQL: the same import vs the same
+    decode + sha256 plus a ``boto3`` ``put_object`` of each file, on as many threads as the
+    import's ``import_uploads``;
   - remote mode: ``deeptrain inputs import`` run as a command with only DEEPTRAIN_API_URL/KEY against a
     deeptrain server (``serve.app.start`` on a local Ray, local files + SQLite; the files read here, 128
     images a request, two in flight) vs the same command run embedded on the same kind of storage
     (target: ratio >= 0.5); both timed as whole commands, start-up included.
 and prints images/s and the ratio pipeline / baseline (``--json PATH``: also writes them there).
 
-    python bench/import_bench.py [--n 3000] [--no-s3] [--no-remote] [--json out.json]
+    python bench/import_bench.py [--n 2000] [--no-s3] [--no-remote] [--json out.json]
 
-The remote part starts Ray: on a shared machine, hold its lock (``flock /tmp/c20/ray.lock python …``).
+The remote part starts Ray: on a shared machine, hold its lock (e.g. ``flock ray.lock python …``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import boto3  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from deeptrain.config import Settings  # noqa: E402
 from deeptrain.formats.records import walk_files  # noqa: E402
@@ -39,22 +44,42 @@ from deeptrain.sample_data import write_fashion_mnist_folder  # noqa: E402
 from deeptrain.sdk import Client  # noqa: E402
 
 
-def bare_pyarrow_copy(files: list[Path], dest: Path) -> float:
-    fs = pafs.LocalFileSystem()
-    fs.create_dir(str(dest), recursive=True)
+def decoded(data: bytes) -> str:
+    """What every import must do to an image: decode it whole (Pillow) and hash it (sha256)."""
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+    return hashlib.sha256(data).hexdigest()
+
+
+def bare_local(files: list[Path], dest: Path, threads: int) -> float:
+    """Copy + decode + sha256 of each file, on ``threads`` threads."""
+    dest.mkdir(parents=True, exist_ok=True)
+
+    def one(i: int) -> None:
+        data = files[i].read_bytes()
+        (dest / f"{decoded(data)}.png").write_bytes(data)
+
     start = time.perf_counter()
-    for i, f in enumerate(files):
-        with fs.open_output_stream(f"{dest}/{i}.png") as out:
-            out.write(f.read_bytes())
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(files))))
     return len(files) / (time.perf_counter() - start)
 
 
-def bare_boto3_upload(files: list[Path], s3, bucket: str) -> float:
+def bare_s3(files: list[Path], s3, bucket: str, threads: int) -> float:
+    """Decode + sha256 + ``boto3`` ``put_object`` of each file, on ``threads`` threads."""
+    from botocore.config import Config
+
     client = boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                          aws_secret_access_key=s3.secret_key, region_name=s3.region)
+                          aws_secret_access_key=s3.secret_key, region_name=s3.region,
+                          config=Config(max_pool_connections=max(10, threads)))
+
+    def one(i: int) -> None:
+        data = files[i].read_bytes()
+        client.put_object(Bucket=bucket, Key=f"bare/{decoded(data)}.png", Body=data)
+
     start = time.perf_counter()
-    for i, f in enumerate(files):
-        client.put_object(Bucket=bucket, Key=f"bare/{i}.png", Body=f.read_bytes())
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(files))))
     return len(files) / (time.perf_counter() - start)
 
 
@@ -101,7 +126,7 @@ def timed_import(client, folder: Path, n: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=3000, help="number of images (multiple of 10)")
+    parser.add_argument("--n", type=int, default=2000, help="number of images (multiple of 10)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 + PostgreSQL part")
     parser.add_argument("--no-remote", action="store_true", help="skip remote mode (a server on a local Ray)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
@@ -112,9 +137,10 @@ def main() -> None:
         folder = work / "images"
         write_fashion_mnist_folder(folder, "test", per_class=args.n // 10)
         files = [p for p in walk_files(folder) if isinstance(p, Path)]
-        bare = bare_pyarrow_copy(files, work / "bare")
-        local = pipeline(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")}), folder, len(files))
-        rows.append(("local files + SQLite", local, "pyarrow.fs copy", bare))
+        local_settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")})
+        bare = bare_local(files, work / "bare", local_settings.import_workers)
+        local = pipeline(local_settings, folder, len(files))
+        rows.append(("local files + SQLite", local, "copy+decode+sha256", bare))
         if not args.no_remote:
             remote, embedded = remote_vs_embedded(work, folder, len(files))
             rows.append(("remote CLI over HTTP (local)", remote, "embedded CLI", embedded))
@@ -127,12 +153,12 @@ def main() -> None:
                 bucket = s3.bucket("bench")
                 os.environ.update(AWS_ENDPOINT_URL=s3.endpoint, AWS_ACCESS_KEY_ID=s3.access_key,
                                   AWS_SECRET_ACCESS_KEY=s3.secret_key, AWS_REGION=s3.region)
-                bare_s3 = bare_boto3_upload(files, s3, bucket)
                 settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-s3"),
                                                   "DEEPTRAIN_STORAGE": f"s3://{bucket}/pipeline",
                                                   "DEEPTRAIN_DATABASE_URL": pg.create_database("bench")})
+                bare = bare_s3(files, s3, bucket, settings.import_uploads)
                 rows.append(("S3 (SeaweedFS) + PostgreSQL", pipeline(settings, folder, len(files)),
-                             "boto3 put_object loop", bare_s3))
+                             "decode+sha256+boto3 put", bare))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nimport of {len(files)} Fashion-MNIST PNGs ({os.cpu_count()} CPUs)")

@@ -4,9 +4,10 @@
 variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``).
 
-Keys are relative POSIX paths checked so that nothing escapes the root. Every write
-goes to a temporary key first and is then published with a move, so a reader (or a
-crash) never sees half an object. Error messages name keys, never the root: they reach
+Keys are relative POSIX paths checked so that nothing escapes the root. A write goes to a
+temporary key first and is then published with a move, so a reader (or a crash) never sees
+half an object; except ``put_immutable`` on S3, for objects whose key names their content:
+there a single PUT (atomic in S3) writes the object where it belongs. Error messages name keys, never the root: they reach
 HTTP clients and CLI users, who are not told where the service keeps its data.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +67,23 @@ def s3_filesystem(env: Mapping[str, str] | None = None) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+def s3_client(env: Mapping[str, str] | None = None, max_connections: int = 64):
+    """A boto3 S3 client from the same AWS variables as ``s3_filesystem`` (and the same retry policy);
+    thread-safe, with a connection pool wide enough for an import's upload threads."""
+    import boto3  # imported here: a second or so of start-up that only S3 writes of immutable objects need
+    from botocore.config import Config
+
+    env = os.environ if env is None else env
+    config = Config(connect_timeout=10, read_timeout=60, max_pool_connections=max_connections,
+                    retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS})
+    return boto3.session.Session().client(
+        "s3", region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=env.get("AWS_SESSION_TOKEN") or None, config=config)
+
+
 def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a ``file://`` / ``s3://`` URI or a local path."""
     parsed = urlparse(uri)
@@ -87,6 +106,8 @@ class Storage:
         self.fs, self.root = filesystem_for(self.uri)
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
         self._dirs: set[str] = set()
+        self._client = None
+        self._client_lock = threading.Lock()
 
     def __reduce__(self):  # picklable for Ray workers: rebuild the filesystem there
         return (Storage, (self.uri,))
@@ -152,6 +173,34 @@ class Storage:
         """Write an object atomically (temporary key, then move)."""
         with self.writer(key) as out:
             out.write(data)
+
+    def put_immutable(self, key: str, data: bytes) -> None:
+        """Write an object whose key names its content (a content-addressed input), so that whatever is
+        ever under ``key`` is these bytes. On S3: one ``PutObject`` straight at the key. A PUT is atomic (a
+        reader sees the whole object or none, a killed upload leaves nothing) and rewriting the key changes
+        nothing, so the temporary key and its move (COPY + DELETE on S3: ~140 objects/s on SeaweedFS,
+        whatever the threads) buy nothing. boto3's ``put_object`` measured faster than a pyarrow output
+        stream (SeaweedFS, 400-byte objects: 630 vs 230/s on one thread, 840 vs 740/s on 16). Local files
+        keep write-then-rename, which is what makes a local write atomic."""
+        if self.is_local:
+            self.put_bytes(key, data)
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, _, prefix = self.root.partition("/")
+        object_key = f"{prefix}/{check_key(key)}" if prefix else check_key(key)
+        try:
+            self._s3().put_object(Bucket=bucket, Key=object_key, Body=data)
+        except (BotoCoreError, ClientError) as exc:
+            detail = self.scrub(str(exc)).replace(bucket, "<storage>")
+            raise StorageError(f"storage failed on {key!r}: {type(exc).__name__}: {detail}") from exc
+
+    def _s3(self):
+        """This storage's boto3 client, made on first use (one per process, shared by threads)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = s3_client()
+            return self._client
 
     def put_stream(self, key: str, source: BinaryIO) -> None:
         """Copy a readable binary stream into an object atomically, in chunks."""

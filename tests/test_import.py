@@ -260,18 +260,59 @@ def test_delete_app_removes_everything(client, bad_folder):
         client.list_inputs("pets")
 
 
-def test_kill_9_mid_import_leaves_no_half_input_and_rerun_completes(local_settings, tmp_path):
+def test_inputs_page_by_key_as_by_offset(local_client, bad_folder):
+    from deeptrain.services.inputs import list_inputs
+
+    local_client.create_app("pets")
+    local_client.import_inputs("pets", bad_folder, format="imagefolder")
+    ids = [i["id"] for i in list_inputs(local_client.ctx, "pets")]
+    by_key = [i["id"] for i in list_inputs(local_client.ctx, "pets", limit=2, after=ids[0])]
+    assert by_key == [i["id"] for i in list_inputs(local_client.ctx, "pets", limit=2, offset=1)] == ids[1:3]
+    assert list_inputs(local_client.ctx, "pets", after=ids[-1]) == []
+
+
+def test_each_image_is_written_once_at_its_key_and_never_again(client, bad_folder, monkeypatch):
+    """Content-addressed bytes go straight to their key (no temporary key, no move: on S3 one PUT); a copy
+    within the import and everything a re-import meets again is not written a second time."""
+    from deeptrain.storage import TMP_PREFIX, Storage
+
+    writes: list[str] = []
+    put_immutable = Storage.put_immutable
+
+    def counted(self, key, data):
+        writes.append(key)
+        put_immutable(self, key, data)
+
+    monkeypatch.setattr(Storage, "put_immutable", counted)
+    if not client.ctx.storage.is_local:  # on S3 no write may go through a temporary key and a move
+        monkeypatch.setattr(Storage, "writer", lambda self, key: pytest.fail(f"{key} written through a move"))
+    client.create_app("pets")
+    report = client.import_inputs("pets", bad_folder, format="imagefolder")
+    assert (report["imported"], report["duplicates"]) == (3, 1)  # good1.png and zz-dup.png: the same bytes
+    assert sorted(writes) == sorted(i.storage_key for i in _rows(client, "pets"))
+    assert list(client.ctx.storage.list(TMP_PREFIX)) == []
+    writes.clear()
+    again = client.import_inputs("pets", bad_folder, format="imagefolder")
+    assert (again["imported"], again["duplicates"], writes) == (0, 4, [])
+    assert_consistent(client, "pets")
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_kill_9_mid_import_leaves_no_half_input_and_rerun_completes(backend, tmp_path, request):
     """A crash in the middle of an import: no visible input without bytes; re-running finishes the job."""
+    from tests.conftest import make_settings
+
+    settings = make_settings(backend, tmp_path, request)
     root = tmp_path / "many"
-    n = 1500
+    n = 3000 if backend == "local" else 1500  # enough to still be running at 256 committed (S3 is slower)
     for i in range(n):
         write(root / f"c{i % 3}" / f"{i:05d}.png", imagegen.png_bytes((i % 256, (i // 256) % 256, 7), size=(16, 16)))
-    run_cli(local_settings, "apps", "create", "crash", check=True)
-    env = {**os.environ, **local_settings.as_env()}
+    run_cli(settings, "apps", "create", "crash", check=True)
+    env = {**os.environ, **settings.as_env()}
     proc = subprocess.Popen([sys.executable, "-m", "deeptrain.cli.main", "inputs", "import", "crash", str(root),
                              "--format", "imagefolder", "--json"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    store = open_store(local_settings.database_url)
+    store = open_store(settings.database_url)
     deadline = time.time() + 120
     committed = 0
     while time.time() < deadline and proc.poll() is None:
@@ -279,19 +320,19 @@ def test_kill_9_mid_import_leaves_no_half_input_and_rerun_completes(local_settin
             committed = s.scalar(select(func.count()).select_from(Input))
         if committed >= 256:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "import finished before it could be killed; make the test data larger"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
     from deeptrain.sdk import Client
 
-    client = Client(local_settings)
+    client = Client(settings)
     rows = _rows(client, "crash")
     assert 0 < len(rows) < n
     for row in rows:  # every visible input is complete
         assert client.ctx.storage.exists(row.storage_key)
-    report = json.loads(run_cli(local_settings, "inputs", "import", "crash", str(root), "--format", "imagefolder",
+    report = json.loads(run_cli(settings, "inputs", "import", "crash", str(root), "--format", "imagefolder",
                                 "--json", check=True).stdout)
     assert report["imported"] + report["duplicates"] == n
     assert report["duplicates"] == len(rows)

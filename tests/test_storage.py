@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deeptrain.errors import DeeptrainError, InvalidInput, NotFound
+from deeptrain.errors import DeeptrainError, InvalidInput, NotFound, StorageError
 from deeptrain.storage import TMP_PREFIX, Storage
 
 
@@ -50,6 +50,24 @@ def test_overwrite_is_atomic_replace(storage):
     storage.put_bytes("k.bin", b"new")
     assert storage.get_bytes("k.bin") == b"new"
     assert list(storage.list(TMP_PREFIX)) == []
+
+
+def test_immutable_object_is_written_whole_at_its_key(storage):
+    storage.put_immutable("in/ab/abcd.png", b"bytes")
+    storage.put_immutable("in/ab/abcd.png", b"bytes")  # the same content again: harmless
+    assert storage.get_bytes("in/ab/abcd.png") == b"bytes"
+    assert list(storage.list("in")) == ["in/ab/abcd.png"]
+    assert list(storage.list(TMP_PREFIX)) == []
+    with pytest.raises(InvalidInput, match="invalid storage key"):
+        storage.put_immutable("../escape.png", b"x")
+
+
+def test_immutable_write_failure_names_the_key_not_the_root(s3_env, s3_bucket, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    denied = Storage(f"s3://{s3_bucket}/secret-root")
+    with pytest.raises(StorageError, match="storage failed on 'k/x.png'") as failed:
+        denied.put_immutable("k/x.png", b"x")
+    assert s3_bucket not in str(failed.value) and "secret-root" not in str(failed.value)
 
 
 def test_uri_round_trip(storage):

@@ -5,7 +5,8 @@ its labels with their annotation ids and concept names, for callers that address
 Clarifai-compatible API). ``InputFilter`` narrows ``input_views`` and ``input_counts`` in SQL (the console's
 grid at tens of thousands of inputs): "labelled" is an ``EXISTS`` on the annotations' ``(app_id, input_id)``
 index, a concept an ``IN`` over its ``(app_id, concept_id)`` index, a split a plain column test, so a page is
-LIMIT/OFFSET over the id order.
+LIMIT/OFFSET over the id order (the primary key ``(app_id, id)``). ``after`` (an input id) pages by key instead:
+the index seeks to it, so a page deep inside costs what the first does, where OFFSET walks every row before it.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ def input_dict(inp: Input, names: dict[str, str] | None = None) -> dict[str, Any
     }
 
 
-
 def annotation_dict(a: Annotation, names: dict[str, str]) -> dict[str, Any]:
     """One label: a whole-image concept (``positive`` or not) or a box (``box``: top, left, bottom, right)."""
     return {"id": a.id, "input_id": a.input_id, "concept_id": a.concept_id,
@@ -75,11 +75,16 @@ def iter_inputs(ctx: Context, app_id: str, page: int = 500) -> Iterator[Input]:
         last = rows[-1].id
 
 
-def list_inputs(ctx: Context, app_id: str, limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+def list_inputs(ctx: Context, app_id: str, limit: int | None = None, offset: int = 0,
+                after: str | None = None) -> list[dict[str, Any]]:
+    """The app's inputs in id order: ``limit`` of them, past ``offset`` ones, and only ids after ``after``
+    (keyset paging: give the last id of a page to get the next)."""
     with ctx.store.session() as s:
         require_app(s, app_id)
         q = (select(Input).options(selectinload(Input.annotations)).where(Input.app_id == app_id)
              .order_by(Input.id).offset(offset))
+        if after is not None:
+            q = q.where(Input.id > after)
         if limit is not None:
             q = q.limit(limit)
         return [input_dict(i) for i in s.scalars(q)]
@@ -160,15 +165,18 @@ def input_counts(ctx: Context, app_id: str, filters: InputFilter | None = None) 
 
 
 def input_views(ctx: Context, app_id: str, ids: Sequence[str] | None = None, limit: int | None = None,
-                offset: int = 0, filters: InputFilter | None = None) -> list[dict[str, Any]]:
+                offset: int = 0, filters: InputFilter | None = None, after: str | None = None) -> list[dict[str, Any]]:
     """Inputs in id order (only ``ids``, when given; ids the app lacks are left out; only those ``filters``
-    keeps), each its native record plus ``annotations`` (``annotation_dict``, with concept names)."""
+    keeps; only ids after ``after``), each its native record plus ``annotations`` (``annotation_dict``, with
+    concept names)."""
     with ctx.store.session() as s:
         require_app(s, app_id)
         q = (select(Input).options(selectinload(Input.annotations))
              .where(Input.app_id == app_id, *filter_conditions(app_id, filters)))
         if ids is not None:
             q = q.where(Input.id.in_(list(ids)))
+        if after is not None:
+            q = q.where(Input.id > after)
         q = q.order_by(Input.id).offset(offset)
         if limit is not None:
             q = q.limit(limit)
