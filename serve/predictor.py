@@ -17,6 +17,7 @@ with a bad image are answered normally.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, NamedTuple
 
@@ -32,6 +33,7 @@ MAX_MODELS_PER_REPLICA = Settings.from_env().serve_max_models
 
 
 class Item(NamedTuple):
+    artifacts: str  # the version's artifact prefix
     data: bytes
     threshold: float | None
     top_k: int | None
@@ -68,6 +70,9 @@ def predict_items(loaded, items: list[Item]) -> list[dict[str, Any]]:
 # one forward pass takes at most this many images: the batches serve.batch forms from concurrent requests, and the
 # chunks of a request with many inputs (Clarifai allows 128 a request). Measured with bench/serve_bench.py.
 MAX_BATCH = 32
+# how often the forward pass's thread hands the GIL to the threads receiving requests (Python's default: 5 ms,
+# which starves them while a small model runs Python code between its kernels)
+SWITCH_INTERVAL_S = 0.001
 # a lone image does not wait for company: under load the next batch gathers while the current one runs
 BATCH_WAIT_S = 0.0
 
@@ -77,14 +82,15 @@ class BatchCounter:
 
     def __init__(self) -> None:
         self.batches = self.items = 0
+        self.seconds = 0.0  # in forward passes (decode and preprocessing included)
         self.sizes: dict[int, int] = {}
 
-    def add(self, size: int) -> None:
-        self.batches, self.items = self.batches + 1, self.items + size
+    def add(self, size: int, seconds: float) -> None:
+        self.batches, self.items, self.seconds = self.batches + 1, self.items + size, self.seconds + seconds
         self.sizes[size] = self.sizes.get(size, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches, "items": self.items,
+        return {"batches": self.batches, "items": self.items, "seconds": self.seconds,
                 "mean_batch_size": self.items / self.batches if self.batches else 0.0,
                 "sizes": dict(sorted(self.sizes.items()))}
 
@@ -94,9 +100,9 @@ class Predictor:
     """Loads versions on demand (LRU per replica) and predicts on batches of images.
 
     One call per request (``predict_many``): a request of one image joins the batch ``serve.batch`` forms
-    from concurrent requests of its version; a request of several runs as its own batched forward (chunks of
-    ``MAX_BATCH``). Either way one forward runs at a time (``self.forward``): two at once on the same cores
-    only slow each other down."""
+    from concurrent requests of its version; a request of several runs as its own forwards. Either way a forward
+    takes ``forward_size`` images (by image size), and one runs at a time (``self.forward``): two at once on the
+    same cores only slow each other down."""
 
     def __init__(self, settings_env: dict[str, str], torch_threads: int | None = None):
         import ray
@@ -109,6 +115,7 @@ class Predictor:
         torch.set_num_threads(torch_threads or max(1, int(reserved)))
         self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
         self.forward = asyncio.Lock()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.counter = BatchCounter()
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
@@ -117,34 +124,52 @@ class Predictor:
 
         return await asyncio.to_thread(load_model, self.ctx.storage, artifacts)
 
+    def forward_size(self, loaded) -> int:
+        """Images per forward pass for this version: ``Settings.serve_max_batch_pixels`` / image_size², within
+        1..MAX_BATCH. On CPU a batch past the caches is slower per image than a small one (measured on 2 cores,
+        images/s of ResNext with flips: 13.3 at 256 px one at a time vs 4.2 sixteen at a time; 52 at 128 px
+        four at a time vs 20 at 32; at 32 px the more the better)."""
+        size = int(loaded.manifest["preprocessing"]["image_size"])
+        return max(1, min(MAX_BATCH, self.ctx.settings.serve_max_batch_pixels // (size * size)))
+
     async def _run(self, loaded, items: list[Item]) -> list[dict[str, Any]]:
-        async with self.forward:
-            self.counter.add(len(items))
-            return await asyncio.to_thread(predict_items, loaded, items)
+        """``items`` in forward passes of ``forward_size``, one pass at a time on this replica."""
+        step, out = self.forward_size(loaded), []
+        for start in range(0, len(items), step):
+            async with self.forward:
+                begin = time.perf_counter()
+                out += await asyncio.to_thread(predict_items, loaded, items[start:start + step])
+                self.counter.add(len(items[start:start + step]), time.perf_counter() - begin)
+        return out
 
     @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
-        return await self._run(await self.get_model(serve.get_multiplexed_model_id()), items)
+        by_version: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            by_version.setdefault(item.artifacts, []).append(i)
+        results: list[dict[str, Any]] = [{}] * len(items)
+        for artifacts, idx in by_version.items():
+            outs = await self._run(await self.get_model(artifacts), [items[i] for i in idx])
+            for i, out in zip(idx, outs):
+                results[i] = out
+        return results
 
-    async def predict_many(self, images: list[bytes], threshold: float | None = None, top_k: int | None = None,
-                           budget_s: float | None = None) -> list[dict[str, Any]]:
-        """The prediction (or ``{"error": ...}``) for each image, in order; ``budget_s``: the seconds the caller
-        still waits."""
+    async def predict_many(self, artifacts: str, images: list[bytes], threshold: float | None = None,
+                           top_k: int | None = None, budget_s: float | None = None) -> list[dict[str, Any]]:
+        """The prediction (or ``{"error": ...}``) of version ``artifacts`` for each image, in order; ``budget_s``:
+        the seconds the caller still waits.
+
+        The version travels as an argument, not as Serve's multiplexed model id: Serve's model-aware routing
+        backs off between tries while a replica is busy, which kept requests away from a busy replica one at
+        a time (measured: 200 concurrent calls from a handle, 8-20 images/s in batches of one, the forward
+        busy 3 of 25 s). With one Predictor replica, routing has nothing to choose; with several, each loads
+        the versions it is asked for (LRU, ``serve_max_models``)."""
         budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
         deadline = time.monotonic() + budget
-        items = [Item(data, threshold, top_k, deadline) for data in images]
+        items = [Item(artifacts, data, threshold, top_k, deadline) for data in images]
         if len(items) == 1:
             return [await self._batched(items[0])]
-        loaded = await self.get_model(serve.get_multiplexed_model_id())
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(items), MAX_BATCH):
-            out += await self._run(loaded, items[start:start + MAX_BATCH])
-        return out
-
-    async def predict(self, data: bytes, threshold: float | None = None, top_k: int | None = None,
-                      budget_s: float | None = None) -> dict[str, Any]:
-        """The prediction for one image (``predict_many`` of one)."""
-        return (await self.predict_many([data], threshold, top_k, budget_s))[0]
+        return await self._run(await self.get_model(artifacts), items)
 
     def stats(self) -> dict[str, Any]:
         """The batch sizes this replica ran so far."""

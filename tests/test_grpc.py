@@ -49,16 +49,15 @@ class _Call:
 
 
 class StandIn:
-    """The Predictor's interface (``options(multiplexed_model_id=...).predict_many.remote(...)``), fixed answers."""
+    """The Predictor's interface (``predict_many.remote(artifacts, images, ...)``), fixed answers."""
 
     def __init__(self, tasks: dict[str, str]):
         self.tasks = tasks  # artifacts -> task
 
-    def options(self, multiplexed_model_id: str):
-        task = self.tasks[multiplexed_model_id]
-        return type("Handle", (), {"predict_many": type("M", (), {"remote": staticmethod(
-            lambda images, threshold, top_k, budget: _Call([self.answer(task, threshold, top_k)
-                                                            for _ in images]))})()})()
+    @property
+    def predict_many(self):
+        return type("M", (), {"remote": staticmethod(lambda artifacts, images, threshold, top_k, budget: _Call(
+            [self.answer(self.tasks[artifacts], threshold, top_k) for _ in images]))})()
 
     @staticmethod
     def answer(task: str, threshold, top_k):
