@@ -8,8 +8,8 @@ each ``--image-size`` (256 is the template's default), served by ``deeptrain ser
                  the fastest per image at large sizes)
   bare single  : the same on one image, p50 ms (best of 1 and 2 threads)
   HTTP         : ``POST /v2/apps/bench/models/clf/outputs``, one base64 PNG per request, from ``wrk`` with C
-                 connections for C = 1, 8, 32 (each level runs --seconds, after a warm-up); successful responses/s, p50, p99, and the mean size of the batches the Predictor
-                 ran during the level (its counter, ``Predictor.stats``). Any failed request: exit status 1
+                 connections for C = 1, 8, 32 (each level runs --seconds, after a warm-up); successful
+                 responses/s, p50, p99, and the mean size of the batches the Predictor ran during the level (its counter, ``Predictor.stats``). Any failed request: exit status 1
   many inputs  : requests of 32 inputs each (C = 1), images/s
   no-op Serve  : the same app shape (FastAPI ingress -> one handle call to a second deployment, the same actor
                  options) doing no work, under the same load: the ceiling of any model behind Ray Serve here
@@ -209,8 +209,8 @@ def report(results: dict, floor: list[dict]) -> None:
               f"x bare batched, p50 {many['p50_ms']:.1f} ms")
         bound = attainable(r, floor)
         print(f"attainable at C=32 (no-op path + bare batched forward, same cores): {bound:.1f} images/s = "
-              f"{bound / floor[-1]['rps']:.2f} x the no-op ceiling; the app reached {r['levels'][-1]['ips'] / bound:.2f} "
-              "of it")
+              f"{bound / floor[-1]['rps']:.2f} x the no-op ceiling; the app reached "
+              f"{r['levels'][-1]['ips'] / bound:.2f} of it")
         for name, (got, want) in targets(size, r, floor).items():
             sign = -1 if name.startswith("-") else 1
             print(f"target {name.lstrip('-')}: {sign * got:.2f} (target {sign * want:g}: "
@@ -240,7 +240,8 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="deeptrain-serve-bench-"))
     try:
-        write_fashion_mnist_folder(work / "train", "train", per_class=4)  # a few steps of training: what it learns does not matter here
+        # a few steps of training: what the model learns does not matter here
+        write_fashion_mnist_folder(work / "train", "train", per_class=4)
         write_fashion_mnist_folder(work / "test", "test", per_class=10)
         images = [p.read_bytes() for p in sorted((work / "test").rglob("*.png"))]
         results = {size: serving(work, images, size, args) for size in args.image_size}
@@ -255,7 +256,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"serving": {str(s): r for s, r in results.items()}, "noop_serve": floor,
                                          "targets": {str(s): targets(s, r, floor) for s, r in results.items()},
-                                         "attainable_c32_ips": {str(s): attainable(r, floor) for s, r in results.items()},
+                                         "attainable_c32_ips": {str(s): attainable(r, floor)
+                                                                for s, r in results.items()},
                                          "failed_requests": failed}, indent=2))
     if failed:
         print(f"\nFAILED: requests did not succeed: {failed}", file=sys.stderr)

@@ -442,7 +442,9 @@ def test_a_revoked_key_gets_the_servers_refusal_in_the_page(server, browser):
     open_page(browser, server, "/", "body")
     browser.execute_script("localStorage.setItem('deeptrain.key', arguments[0])", temporary["key"])
     open_page(browser, server, f"/apps/{APP}/models", "#models-table")
-    key_service.revoke_key(client.ctx, None, temporary["id"])
+    key_service.revoke_key(client.ctx, None, temporary["id"])  # in the store: the server's cache keeps the key
+    wait_for("the revocation past DEEPTRAIN_SERVE_CACHE_TTL_S", lambda: httpx.get(  # for at most its TTL
+        f"{server['url']}/v2/apps/{APP}/models", headers={"Authorization": f"Key {temporary['key']}"}).status_code == 401)
     browser.refresh()
     find(browser, "#banner")
     assert not js_errors(browser)
