@@ -8,8 +8,8 @@ later — ``tests/test_serve.py`` revokes and promotes with warm caches and wait
 
 Only successes are kept: an unknown, revoked or malformed key is looked up again every time (so a caller
 cannot fill the cache with made-up keys, and a key created a moment ago works at once), and so is a model
-that does not exist. A replica that itself revokes a key or deletes an app, a model or a version forgets
-everything it reused at once. Entries are per replica, bounded in number (LRU past ``MAX_ENTRIES``), and keyed by
+that does not exist. A replica that itself revokes a key, promotes a version or deletes an app, a model or a
+version forgets everything it reused at once. Entries are per replica, bounded in number (LRU past ``MAX_ENTRIES``), and keyed by
 the SHA-256 of the key, never the key itself.
 """
 

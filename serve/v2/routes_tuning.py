@@ -122,6 +122,7 @@ async def get_tune_run(access: Access, model_id: str, run_id: str) -> dict[str, 
        summary="make the run's best trial the model's default version (extension)")
 async def promote_tune_run(access: Access, model_id: str, run_id: str) -> dict[str, Any]:
     model = await asyncio.to_thread(tune_runs.promote_best, access.ctx, access.app_id, model_id, run_id)
+    access.services.caches.forget()  # this replica serves the promoted version at once (others within the TTL)
     return ok(model=render_model(model))
 
 
