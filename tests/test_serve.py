@@ -118,7 +118,10 @@ def test_inputs_by_id_and_by_stored_url_and_output_config(served):
     assert r.status_code == 200, r.text
     a, b = r.json()["outputs"]
     assert a["input"]["id"] == inp["id"] and len(a["data"]["concepts"]) == 2
-    assert a["data"]["concepts"] == b["data"]["concepts"]  # the same stored image both ways
+    # the same stored image both ways, in one forward pass (positions in a batch may differ in the last digits)
+    assert [c["id"] for c in a["data"]["concepts"]] == [c["id"] for c in b["data"]["concepts"]]
+    assert [c["value"] for c in a["data"]["concepts"]] == pytest.approx([c["value"] for c in b["data"]["concepts"]],
+                                                                        abs=1e-5)
 
 
 def _storage_key(client, input_id: str) -> str:
