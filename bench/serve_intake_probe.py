@@ -5,13 +5,15 @@ thread that either sleeps (``sleep``: the GIL released, as torch's kernels relea
 (``gil``) or runs ResNext on a 32 px batch (``torch``). Prints the total time and the mean batch size.
 
     python bench/serve_intake_probe.py sleep|gil|torch
+    PENV=RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 python bench/serve_intake_probe.py sleep   # replica env
 """
 import asyncio, time, sys, os
 import ray
 from ray import serve
 ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 MODE = sys.argv[1]
-@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1})
+@serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": {
+    k: v for k, v in (a.split("=") for a in os.environ.get("PENV", "").split(",") if a)}}})
 class P:
     def __init__(self):
         self.sizes = []
