@@ -103,10 +103,11 @@ class Gateway(GrpcMethods):
 
 
 # Ray Serve's own switches for the replicas (read when a replica starts): user code on the replica's event loop
-# instead of a thread of its own, handle calls between deployments over gRPC, no per-request log line on stderr.
-# bench/serve_bench.py measured them (no-op app and deeptrain's alike). The handle routers stay on their own
-# loop: the workflow route calls the Predictor from a worker thread.
-REPLICA_SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+# instead of a thread of its own, no per-request log line on stderr. Measured (200 concurrent handle calls to the
+# Predictor, 32 px, 2 cores): 62.6 images/s, the forward busy 98% of the time; with Serve's gRPC transport
+# between deployments as well (RAY_SERVE_USE_GRPC_BY_DEFAULT=1) 8.8 images/s, the forward busy 9%. The handle
+# routers stay on their own loop: the workflow route calls the Predictor from a worker thread.
+REPLICA_SERVE_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
                      "RAY_SERVE_LOG_TO_STDERR": "0"}
 
 
