@@ -267,8 +267,7 @@ class _Pipeline:
     def take(self, c: _Checked) -> None:
         """A checked record, in record order."""
         if c.error is not None:
-            self.report.reject(c.record.source, c.error, c.index)
-            self.progress()
+            self.reject(c, c.error)
             return
         self.chunk.append(c)
         if len(self.chunk) >= CHUNK:
@@ -307,6 +306,10 @@ class _Pipeline:
         self.staged.extend(new)
         self.settle(self.upload_window)
 
+    def reject(self, c: _Checked, reason: str) -> None:
+        self.report.reject(c.record.source, reason, c.index)
+        self.progress()
+
     def duplicate(self, c: _Checked, existing_id: str) -> None:
         self.report.duplicates += 1
         self.report.note(c.index, "duplicate", existing_id, existing_id)
@@ -322,8 +325,7 @@ class _Pipeline:
             failed = c.upload.result().get(input_key(self.app_id, c.info))  # type: ignore[union-attr, arg-type]
             if failed is not None:
                 self.in_flight.pop(c.info.sha256, None)  # type: ignore[union-attr]
-                self.report.reject(c.record.source, failed, c.index)
-                self.progress()
+                self.reject(c, failed)
                 continue
             self.batch.append(c)
             if len(self.batch) >= BATCH_SIZE:
