@@ -1,4 +1,4 @@
-"""The Ray Serve application: a FastAPI gateway in front of multiplexed, batching predictors.
+"""The Ray Serve application: a FastAPI gateway in front of batching predictors.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route signatures that
 Serve rewrites for the ingress class, and string annotations are not resolved there.)
@@ -7,8 +7,8 @@ Gateway (ingress, no CPU reserved): a FastAPI app of Clarifai's v2 routes (``ser
 plane, and the predictions, searches and workflow runs of ``serve/inference_calls.py``), each checking its
 key before it reads the body, and the same predictions over gRPC (``serve/v2/grpc.py``: Clarifai's V2 service
 through Ray Serve's gRPC proxy, when ``start`` gets a ``grpc_port``). Clarifai bindings deeptrain lacks answer
-NOT_IMPLEMENTED (``serve/v2/catalog.py``). Images go to the Predictor (``serve/predictor.py``, multiplexed by
-the version's artifact prefix, batched; the calls and their deadline: ``serve/predictor_calls.py``).
+NOT_IMPLEMENTED (``serve/v2/catalog.py``). Images go to the Predictor (``serve/predictor.py``, the version's
+artifact prefix passed with the images, batched; the calls and their deadline: ``serve/predictor_calls.py``).
 Request bodies: ``serve/bodies.py``, ``serve/schemas.py``; errors: ``serve/middleware.py``; response shapes:
 ``serve/responses.py``.
 """

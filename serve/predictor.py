@@ -1,6 +1,6 @@
-"""The Predictor deployment: multiplexed model versions, batched forward passes, per-image errors and deadlines.
+"""The Predictor deployment: model versions loaded on demand, batched forward passes, per-image errors and deadlines.
 
-``serve.multiplexed`` keeps the most recently used versions loaded per replica (LRU,
+``serve.multiplexed``'s model cache keeps the most recently used versions loaded per replica (LRU,
 ``Settings.serve_max_models`` bounds the memory), ``serve.batch`` groups concurrent images
 of one version into one forward pass. Predictions go through ``deeptrain.inference``
 (``prepare`` + ``predict_prepared``), the path the CLI, SDK and offline evaluation use, so a
@@ -17,7 +17,6 @@ with a bad image are answered normally.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from typing import Any, NamedTuple
 
@@ -70,9 +69,6 @@ def predict_items(loaded, items: list[Item]) -> list[dict[str, Any]]:
 # one forward pass takes at most this many images: the batches serve.batch forms from concurrent requests, and the
 # chunks of a request with many inputs (Clarifai allows 128 a request). Measured with bench/serve_bench.py.
 MAX_BATCH = 32
-# how often the forward pass's thread hands the GIL to the threads receiving requests (Python's default: 5 ms,
-# which starves them while a small model runs Python code between its kernels)
-SWITCH_INTERVAL_S = 0.001
 # a lone image does not wait for company: under load the next batch gathers while the current one runs
 BATCH_WAIT_S = 0.0
 
@@ -115,7 +111,6 @@ class Predictor:
         torch.set_num_threads(torch_threads or max(1, int(reserved)))
         self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
         self.forward = asyncio.Lock()
-        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.counter = BatchCounter()
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
@@ -159,11 +154,10 @@ class Predictor:
         """The prediction (or ``{"error": ...}``) of version ``artifacts`` for each image, in order; ``budget_s``:
         the seconds the caller still waits.
 
-        The version travels as an argument, not as Serve's multiplexed model id: Serve's model-aware routing
-        backs off between tries while a replica is busy, which kept requests away from a busy replica one at
-        a time (measured: 200 concurrent calls from a handle, 8-20 images/s in batches of one, the forward
-        busy 3 of 25 s). With one Predictor replica, routing has nothing to choose; with several, each loads
-        the versions it is asked for (LRU, ``serve_max_models``)."""
+        The version travels as an argument (the replica's ``get_model`` LRU loads it), not as Serve's
+        multiplexed model id: routing then does not depend on which replica holds which version (measured:
+        no change in throughput on its own); with several replicas each loads the versions it is asked for
+        (``serve_max_models``)."""
         budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
         deadline = time.monotonic() + budget
         items = [Item(artifacts, data, threshold, top_k, deadline) for data in images]
