@@ -30,6 +30,7 @@ from deeptrain.wire import codes
 from serve import console
 from serve.bodies import install_openapi
 from serve.middleware import BodyLimit, install_error_handlers
+from serve.local_predictor import LocalPredictor
 from serve.predictor import Predictor
 from serve.schemas import ErrorResponse
 from serve.v2 import catalog
@@ -94,12 +95,18 @@ class Gateway(GrpcMethods):
 
     def __init__(self, predictor, settings_env: dict[str, str]):
         ctx = Context.from_settings(Settings.from_env(env=settings_env))
+        if predictor is None:  # build_app(model_in_gateway=True): the model runs in this replica (one hop)
+            predictor = LocalPredictor(settings_env)
         self.services = Services(ctx, predictor, ctx.settings.request_timeout_s, search_service.IndexCache())
         home, storage = str(ctx.settings.home), ctx.storage
         self.redact = lambda text: storage.scrub(text).replace(home, "<home>")
 
     def __serve_build_asgi_app__(self):
         return replica_api(self.services, self.redact)
+
+    async def predictor_stats(self) -> dict[str, Any]:
+        """The batch sizes of the Predictor this replica calls (its own, or a replica of the deployment)."""
+        return await self.services.predictor.stats.remote()
 
 
 # Ray Serve's own switches for the replicas (read when a replica starts): user code on the replica's event loop
@@ -118,9 +125,16 @@ def replica_env(settings: Settings) -> dict[str, dict[str, str]]:
     return {"env_vars": {**REPLICA_SERVE_ENV, **worker_env(settings)}}
 
 
-def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5):
-    """The bound application; replicas load weights from the settings' storage (local or S3)."""
+def build_app(settings: Settings, *, predictor_replicas: int = 1, predictor_cpus: float = 0.5,
+              model_in_gateway: bool = False):
+    """The bound application; replicas load weights from the settings' storage (local or S3). With
+    ``model_in_gateway`` each Gateway replica runs the model itself (``serve/local_predictor.py``): one hop,
+    ``predictor_replicas`` Gateway replicas of ``predictor_cpus`` each."""
     env = replica_env(settings)
+    if model_in_gateway:
+        return Gateway.options(num_replicas=predictor_replicas,
+                               ray_actor_options={"num_cpus": predictor_cpus, "runtime_env": env}).bind(
+            None, settings.as_env())
     predictor = Predictor.options(num_replicas=predictor_replicas,
                                   ray_actor_options={"num_cpus": predictor_cpus, "runtime_env": env})
     return Gateway.options(ray_actor_options={"num_cpus": 0, "runtime_env": env}).bind(

@@ -118,6 +118,22 @@ class LocalRayCluster:
 
         return list_nodes(address=self.dashboard_url, filters=[("state", "=", "ALIVE")], raise_on_missing_output=False)
 
+    def wait_until_idle(self, timeout: float = 180) -> None:
+        """Wait until no placement group holds the cluster's CPUs (a stopped job's worker group is released
+        asynchronously: on a slow machine the next job's workers could otherwise wait for them past their
+        start timeout)."""
+        from ray.util.state import list_placement_groups
+
+        deadline, held = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            held = [g.placement_group_id for g in list_placement_groups(address=self.dashboard_url,
+                                                                       raise_on_missing_output=False)
+                    if g.state in ("PENDING", "CREATED", "RESCHEDULING")]
+            if not held:
+                return
+            time.sleep(1)
+        raise RuntimeError(f"placement groups still hold the cluster after {timeout:.0f}s: {held}")
+
     def _wait_for(self, node: RayNode) -> RayNode:
         """Wait until the node is ALIVE in the cluster (read from the dashboard) and learn its id."""
         deadline = time.monotonic() + START_TIMEOUT

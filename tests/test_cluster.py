@@ -240,6 +240,7 @@ def test_submit_tune_runs_the_search_as_a_job(cluster, deployment):
     records the job; the run, its trials and its report land in PostgreSQL and S3."""
     settings, client, *_ = deployment
     client.create_model(APP, "tuned", "classification", TEMPLATE, PARAMS)
+    cluster.wait_until_idle()  # the earlier tests' worker groups are gone: both trials' can start
     proc = run_cli(settings, "submit", "tune", "--address", cluster.dashboard_url, "--package", "local", "--json",
                    APP, "tuned", "--space", "lrate=loguniform:1e-3:1e-1", "--trials", "2", "--scheduler", "fifo")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -251,7 +252,9 @@ def test_submit_tune_runs_the_search_as_a_job(cluster, deployment):
 
     rc, done = _wait(settings, cluster, job_id)
     assert rc == 0 and done["status"] == "SUCCEEDED", (done, _logs(settings, cluster, job_id))
-    assert sorted(v["status"] for v in done["versions"]) == ["trained", "trained"]
+    assert sorted(v["status"] for v in done["versions"]) == ["trained", "trained"], (
+        [(v["id"], v["status"], client.get_version(APP, "tuned", v["id"]).get("error")) for v in done["versions"]],
+        _logs(settings, cluster, job_id))
 
     [run] = client.list_tune_runs(APP, "tuned")
     run = client.get_tune_run(APP, "tuned", run["id"])
