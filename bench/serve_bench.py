@@ -7,9 +7,11 @@ each ``--image-size`` (256 is the template's default), served by ``deeptrain ser
                  best of 1 and 2 torch threads and of batch sizes 1 to 32 (on CPU a small batch is often
                  the fastest per image at large sizes)
   bare single  : the same on one image, p50 ms (best of 1 and 2 threads)
+  layout       : gateway -> Predictor deployment (two hops, the default), or ``--model-in-gateway`` (one hop)
   HTTP         : ``POST /v2/apps/bench/models/clf/outputs``, one base64 PNG per request, from ``wrk`` with C
                  connections for C = 1, 8, 32 (each level runs --seconds, after a warm-up); successful
-                 responses/s, p50, p99, and the mean size of the batches the Predictor ran during the level (its counter, ``Predictor.stats``). Any failed request: exit status 1
+                 responses/s, p50, p99, the mean size of the batches the Predictor ran during the level and its ms per pass
+                 (its counter, ``Predictor.stats``, read through ``Gateway.predictor_stats``). Any failed request: exit status 1
   many inputs  : requests of 32 inputs each (C = 1), images/s
   no-op Serve  : the same app shape (FastAPI ingress -> one handle call to a second deployment, the same actor
                  options) doing no work, under the same load: the ceiling of any model behind Ray Serve here
@@ -19,6 +21,7 @@ Targets (issue #23, 2 cores): C=32 images/s >= 0.85 x bare batched at 256, >= 0.
 ``wrk`` runs on the same cores as the server: its share of them is reported per level.
 
     python bench/serve_bench.py [--image-size 256 128 32] [--seconds 12] [--json out.json]
+                                [--predictor-cpus 2] [--model-in-gateway]   # one hop: the model in the gateway
                                 [--profile DIR]   # py-spy on the replicas during C=32 at each size
 
 Search at 1,000,000 vectors: ``bench/search_bench.py``.
@@ -111,9 +114,11 @@ def levels(url: str, key: str, images: list[bytes], args, stats=None, profile_di
         for spy in spies:
             spy.wait(timeout=120)
         after = stats() if stats else None
-        level["mean_batch_size"] = None
+        level["mean_batch_size"] = level["forward_ms"] = None
         if before and after and after["batches"] > before["batches"]:
-            level["mean_batch_size"] = (after["items"] - before["items"]) / (after["batches"] - before["batches"])
+            batches = after["batches"] - before["batches"]
+            level["mean_batch_size"] = (after["items"] - before["items"]) / batches
+            level["forward_ms"] = 1000 * (after["seconds"] - before["seconds"]) / batches  # a pass in the replica
         found.append(level)
     return found
 
@@ -134,13 +139,14 @@ def serving(work: Path, images: list[bytes], image_size: int, args) -> dict:
     assert version["status"] == "trained", version["error"]
     base = bare(client.load_version("bench", "clf"), images, args.rounds)
     key = client.create_key("bench", ["predict"])["key"]
-    url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=args.predictor_cpus)
+    url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=args.predictor_cpus,
+                model_in_gateway=args.model_in_gateway)
     try:
-        handle = serve.get_deployment_handle("Predictor", app_name="deeptrain")
+        handle = serve.get_deployment_handle("Gateway", app_name="deeptrain")
 
         def stats() -> dict | None:  # None: a deeptrain before the counter (issue 23's "before" runs)
             try:
-                return handle.stats.remote().result()
+                return handle.predictor_stats.remote().result()
             except Exception:  # noqa: BLE001
                 return None
         profile_dir = args.profile / f"image_size_{image_size}" if args.profile else None
@@ -165,7 +171,7 @@ def ceiling(images: list[bytes], args) -> list[dict]:
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(serve_load.noop_app(args.predictor_cpus), name="floor", route_prefix="/")
+    serve.run(serve_load.noop_app(args.predictor_cpus, args.model_in_gateway), name="floor", route_prefix="/")
     try:
         return levels(f"http://127.0.0.1:{port}", "none", images, args)
     finally:
@@ -191,18 +197,20 @@ def attainable(result: dict, floor: list[dict]) -> float:
     return 1 / (1 / floor[-1]["rps"] + 1 / result["bare"]["batched_ips"])
 
 
-def report(results: dict, floor: list[dict]) -> None:
-    print(f"\nserving: ResNext classifier, flip averaging on, Fashion-MNIST PNGs, {os.cpu_count()} CPUs; load: wrk")
+def report(results: dict, floor: list[dict], layout: str) -> None:
+    print(f"\nserving ({layout}): ResNext classifier, flip averaging on, Fashion-MNIST PNGs, {os.cpu_count()} CPUs; "
+          "load: wrk")
     for size, r in results.items():
         base = r["bare"]
         print(f"\nimage_size {size}: bare batched {base['batched_ips']:.1f} images/s (batch {base['batched_batch']}, "
               f"{base['batched_threads']} thread(s)), bare single p50 {base['single_p50_ms']:.1f} ms")
         print(f"{'C':>3} {'requests':>8} {'errors':>6} {'images/s':>9} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'p50-bare':>9} {'batch':>6} {'wrk cpu':>8}")
+              f"{'p50-bare':>9} {'batch':>6} {'fwd ms':>7} {'wrk cpu':>8}")
         for lv in r["levels"]:
             print(f"{lv['concurrency']:>3} {lv['requests']:>8} {lv['errors']:>6} {lv['ips']:9.1f} "
                   f"{lv['ips'] / base['batched_ips']:8.2f} {lv['p50_ms']:8.1f} {lv['p99_ms']:8.1f} "
                   f"{lv['p50_ms'] - base['single_p50_ms']:9.1f} {lv['mean_batch_size'] or float('nan'):6.1f} "
+                  f"{lv['forward_ms'] or float('nan'):7.1f} "
                   f"{lv['generator_cpu_share']:8.1%}")
         many = r["many_inputs"]
         print(f"{MANY} inputs a request (C=1): {many['ips']:.1f} images/s = {many['ips'] / base['batched_ips']:.2f} "
@@ -230,6 +238,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12, help="seconds per level (at most)")
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds of the bare forward")
     parser.add_argument("--predictor-cpus", type=float, default=1, help="CPUs the Predictor replica reserves")
+    parser.add_argument("--model-in-gateway", action="store_true",
+                        help="serve with the model in the gateway's replica (one hop) instead of a Predictor")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the replicas at C=32 here")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -249,12 +259,13 @@ def main() -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, floor)
+    layout = "model in the gateway, one hop" if args.model_in_gateway else "gateway -> Predictor, two hops"
+    report(results, floor, layout)
     failed = {f"{size} C={lv['concurrency']}": lv["errors"] for size, r in results.items()
               for lv in [*r["levels"], r["many_inputs"]] if lv["errors"]}
     failed.update({f"no-op C={lv['concurrency']}": lv["errors"] for lv in floor if lv["errors"]})
     if args.json:
-        args.json.write_text(json.dumps({"serving": {str(s): r for s, r in results.items()}, "noop_serve": floor,
+        args.json.write_text(json.dumps({"layout": layout, "serving": {str(s): r for s, r in results.items()}, "noop_serve": floor,
                                          "targets": {str(s): targets(s, r, floor) for s, r in results.items()},
                                          "attainable_c32_ips": {str(s): attainable(r, floor)
                                                                 for s, r in results.items()},

@@ -71,9 +71,10 @@ def wrk(url: str, path: str, key: str, bodies: list[str], concurrency: int, seco
             "generator_cpu_share": cpu / wall / os.cpu_count()}
 
 
-def noop_app(predictor_cpus: float):
+def noop_app(predictor_cpus: float, one_hop: bool = False):
     """The real app's shape (FastAPI ingress with its actor options -> one handle call per request to a
-    second deployment with the Predictor's), doing no work at all: the ceiling of any model behind it."""
+    second deployment with the Predictor's; with ``one_hop`` the ingress alone, reserving the Predictor's CPUs,
+    as ``build_app(model_in_gateway=True)``), doing no work at all: the ceiling of any model behind it."""
     from ray import serve
 
     from deeptrain.config import Settings
@@ -88,20 +89,24 @@ def noop_app(predictor_cpus: float):
         async def predict_many(self, sizes: list[int]) -> list[int]:
             return sizes
 
-    @serve.deployment(ray_actor_options={**Gateway.ray_actor_options, "runtime_env": env},
+    cpus = predictor_cpus if one_hop else Gateway.ray_actor_options["num_cpus"]
+
+    @serve.deployment(ray_actor_options={"num_cpus": cpus, "runtime_env": env},
                       max_ongoing_requests=Gateway.max_ongoing_requests)
     @serve.ingress(api)
     class NoopGateway:
-        def __init__(self, predictor) -> None:
+        def __init__(self, predictor=None) -> None:
             self.predictor = predictor
 
         @api.post("/v2/apps/{app_id}/models/{model_id}/outputs")
         async def outputs(self, app_id: str, model_id: str, request: Request) -> dict:
             body = await request.json()
             sizes = [len(i["data"]["image"]["base64"]) for i in body["inputs"]]
+            if self.predictor is None:
+                return {"outputs": sizes}
             return {"outputs": await self.predictor.predict_many.remote(sizes)}
 
-    return NoopGateway.bind(NoopPredictor.bind())
+    return NoopGateway.bind() if one_hop else NoopGateway.bind(NoopPredictor.bind())
 
 
 def replica_pids() -> dict[str, int]:

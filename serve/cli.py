@@ -23,6 +23,9 @@ def serve_main(
     port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
     replicas: int = typer.Option(1, min=1, help="Predictor replicas (each loads versions on demand)."),
     predictor_cpus: float = typer.Option(0.5, min=0, help="CPUs reserved per predictor replica."),
+    model_in_gateway: bool = typer.Option(False, help=(
+        "Run the model in the HTTP gateway's replicas (one hop from the proxy instead of two: no image bytes "
+        "copied between processes); --replicas and --predictor-cpus then size the gateway.")),
     grpc_port: int = typer.Option(0, min=0, max=65535, help=(
         "Also serve Clarifai's V2 gRPC service on this port (18080 is the Clarifai client's default; "
         "0: no gRPC). Ray Serve's gRPC proxy listens on every interface, whatever --host says.")),
@@ -34,7 +37,7 @@ def serve_main(
     from serve.app import start, stop
 
     url = start(Settings.from_env(), host, port, grpc_port=grpc_port or None, predictor_replicas=replicas,
-                predictor_cpus=predictor_cpus)
+                predictor_cpus=predictor_cpus, model_in_gateway=model_in_gateway)
     stderr.print(f"deeptrain API on [bold]{url}[/]  (OpenAPI: {url}/docs, health: {url}/healthz); Ctrl-C stops it")
     if grpc_port:
         stderr.print(f"Clarifai gRPC (clarifai.api.V2) on port [bold]{grpc_port}[/] of every interface")

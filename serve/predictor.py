@@ -1,7 +1,7 @@
 """The Predictor deployment: model versions loaded on demand, batched forward passes, per-image errors and deadlines.
 
 ``serve.multiplexed``'s model cache keeps the most recently used versions loaded per replica (LRU,
-``Settings.serve_max_models`` bounds the memory), ``serve.batch`` groups concurrent images
+``Settings.serve_max_models`` bounds the memory), ``serve/batcher.py`` groups concurrent images
 of one version into one forward pass. Predictions go through ``deeptrain.inference``
 (``prepare`` + ``predict_prepared``), the path the CLI, SDK and offline evaluation use, so a
 served output equals the offline one for the same version and image.
@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from ray import serve
 
 from deeptrain.config import Settings
 from deeptrain.errors import InvalidInput
+from serve.batcher import Batcher
 from deeptrain.services.context import Context
 
 # the decorator below needs it when this module is imported: in a replica, that is the driver's
@@ -66,11 +68,9 @@ def predict_items(loaded, items: list[Item]) -> list[dict[str, Any]]:
     return results  # type: ignore[return-value]
 
 
-# one forward pass takes at most this many images: the batches serve.batch forms from concurrent requests, and the
+# one forward pass takes at most this many images: the batches self.batcher forms from concurrent requests, and the
 # chunks of a request with many inputs (Clarifai allows 128 a request). Measured with bench/serve_bench.py.
 MAX_BATCH = 32
-# a lone image does not wait for company: under load the next batch gathers while the current one runs
-BATCH_WAIT_S = 0.0
 
 
 class BatchCounter:
@@ -95,7 +95,7 @@ class BatchCounter:
 class Predictor:
     """Loads versions on demand (LRU per replica) and predicts on batches of images.
 
-    One call per request (``predict_many``): a request of one image joins the batch ``serve.batch`` forms
+    One call per request (``predict_many``): a request of one image joins the batch ``self.batcher`` forms
     from concurrent requests of its version; a request of several runs as its own forwards. Either way a forward
     takes ``forward_size`` images (by image size), and one runs at a time (``self.forward``): two at once on the
     same cores only slow each other down."""
@@ -108,16 +108,28 @@ class Predictor:
         # oversubscribes it whenever anything else runs there (other replicas, the gateway, the proxy);
         # measured with bench/serve_bench.py on 2 cores: 2 threads 13.9 images/s at concurrency 32, 1 thread 20.6
         reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-        torch.set_num_threads(torch_threads or max(1, int(reserved)))
+        threads = torch_threads or max(1, int(reserved))
         self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
         self.forward = asyncio.Lock()
         self.counter = BatchCounter()
+        self.batcher = Batcher(self._batched, MAX_BATCH)  # lone images of concurrent requests, batched
+        # all of the replica's torch work (loading a version, decoding, forward passes) on ONE thread: OpenMP gives
+        # each thread that runs a parallel region a team of its own, and once a process has more OpenMP threads
+        # than cores, libgomp's idle threads stop spinning and sleep after every operator (GOMP's "throttled"
+        # wait). Measured, ResNext at 128 px on 2 cores: 22.6 ms a forward on one thread, 35-43 ms once a
+        # second thread had run one (bench/serve_bench.py's "forward ms" per batch shows it in the replica)
+        self.torch_thread = ThreadPoolExecutor(1, thread_name_prefix="torch", initializer=torch.set_num_threads,
+                                               initargs=(threads,))
+
+    async def on_torch_thread(self, fn, *args):
+        """``fn(*args)`` on the replica's one torch thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.torch_thread, fn, *args)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, artifacts: str):
         from deeptrain.artifacts import load_model
 
-        return await asyncio.to_thread(load_model, self.ctx.storage, artifacts)
+        return await self.on_torch_thread(load_model, self.ctx.storage, artifacts)
 
     def forward_size(self, loaded) -> int:
         """Images per forward pass for this version: ``Settings.serve_max_batch_pixels`` / image_size², within
@@ -133,12 +145,12 @@ class Predictor:
         for start in range(0, len(items), step):
             async with self.forward:
                 begin = time.perf_counter()
-                out += await asyncio.to_thread(predict_items, loaded, items[start:start + step])
+                out += await self.on_torch_thread(predict_items, loaded, items[start:start + step])
                 self.counter.add(len(items[start:start + step]), time.perf_counter() - begin)
         return out
 
-    @serve.batch(max_batch_size=MAX_BATCH, batch_wait_timeout_s=BATCH_WAIT_S)
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
+        """A batch of lone images (``self.batcher``), each version's in forward passes of its own."""
         by_version: dict[str, list[int]] = {}
         for i, item in enumerate(items):
             by_version.setdefault(item.artifacts, []).append(i)
@@ -162,7 +174,7 @@ class Predictor:
         deadline = time.monotonic() + budget
         items = [Item(artifacts, data, threshold, top_k, deadline) for data in images]
         if len(items) == 1:
-            return [await self._batched(items[0])]
+            return [await self.batcher.submit(items[0])]
         return await self._run(await self.get_model(artifacts), items)
 
     def stats(self) -> dict[str, Any]:
