@@ -37,8 +37,12 @@ JOB_TIMEOUT = 1200  # seconds; a 2-trial search as a job took over 600 s on a sl
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """Head (2 CPUs) + node2 (2 CPUs and a resource "node2"), without this checkout on PYTHONPATH."""
+    # Ray Data's no-progress limit as deeptrain sets it for users (deeptrain.cluster.ensure_ray), not the 120 s the
+    # in-process test cluster uses: with two trials' workers, data tasks and fresh runtime-env workers on these
+    # 4 CPUs of a loaded 2-core machine, a trial's first ListFiles task was seen waiting past 120 s (its trial
+    # failed with ExecutionTimeoutError in a full run; alone, the module inherited 300 and passed)
     env = {"DEEPTRAIN_HOME": str(tmp_path_factory.mktemp("cluster-home")), "PYTHONPATH": None,
-           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120"}
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120", "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S": "300"}
     with local_ray_cluster(env, head_cpus=2) as c:
         c.add_node(2, {"node2": 1}, name="node2")
         yield c
