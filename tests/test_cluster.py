@@ -257,7 +257,7 @@ def test_submit_tune_runs_the_search_as_a_job(cluster, deployment):
     rc, done = _wait(settings, cluster, job_id)
     assert rc == 0 and done["status"] == "SUCCEEDED", (done, _logs(settings, cluster, job_id))
     assert sorted(v["status"] for v in done["versions"]) == ["trained", "trained"], (
-        [(v["id"], v["status"], client.get_version(APP, "tuned", v["id"]).get("error")) for v in done["versions"]],
+        [(v["version"], v["status"], v.get("error")) for v in done["versions"]],
         _logs(settings, cluster, job_id))
 
     [run] = client.list_tune_runs(APP, "tuned")
