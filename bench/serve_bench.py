@@ -10,8 +10,9 @@ each ``--image-size`` (256 is the template's default), served by ``deeptrain ser
   layout       : gateway -> Predictor deployment (two hops, the default), or ``--model-in-gateway`` (one hop)
   HTTP         : ``POST /v2/apps/bench/models/clf/outputs``, one base64 PNG per request, from ``wrk`` with C
                  connections for C = 1, 8, 32 (each level runs --seconds, after a warm-up); successful
-                 responses/s, p50, p99, the mean size of the batches the Predictor ran during the level and its ms per pass
-                 (its counter, ``Predictor.stats``, read through ``Gateway.predictor_stats``). Any failed request: exit status 1
+                 responses/s, p50, p99, the mean size of the batches the Predictor ran during the level and
+                 its ms per pass (its counter, ``Predictor.stats``, read through ``Gateway.predictor_stats``).
+                 Any failed request: exit status 1
   many inputs  : requests of 32 inputs each (C = 1), images/s
   no-op Serve  : the same app shape (FastAPI ingress -> one handle call to a second deployment, the same actor
                  options) doing no work, under the same load: the ceiling of any model behind Ray Serve here

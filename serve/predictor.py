@@ -25,8 +25,8 @@ from ray import serve
 
 from deeptrain.config import Settings
 from deeptrain.errors import InvalidInput
-from serve.batcher import Batcher
 from deeptrain.services.context import Context
+from serve.batcher import Batcher
 
 # the decorator below needs it when this module is imported: in a replica, that is the driver's
 # setting, which reaches the replica's environment through Settings.as_env()

@@ -5,7 +5,6 @@ route's calls from a worker thread (``LocalResponse.result``)."""
 from __future__ import annotations
 
 import base64
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -13,16 +12,11 @@ import pytest
 
 from deeptrain.config import Settings
 from deeptrain.sdk import Client
+from tests.ray_nodes import free_port
 
 pytestmark = pytest.mark.ray
 
 APP = "onehop"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def one_hop(tmp_path_factory, ray_cluster, fashion_small):
                          "lrate": 0.05})
     version = client.train(APP, "clf", workers=1)
     key = client.create_key(APP, ["predict"])["key"]
-    url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=0, model_in_gateway=True)
+    url = start(client.settings, "127.0.0.1", free_port(), predictor_cpus=0, model_in_gateway=True)
     try:
         with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Key {key}"}) as http:
             yield client, version, http
