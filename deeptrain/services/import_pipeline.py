@@ -186,10 +186,13 @@ def _insert(s: Session, app_id: str, batch: list[_Checked], resolver: ConceptRes
         for r, cid in zip(c.regions, resolver.ids(s, [r.concept for r in c.regions])):
             annotations.append(dict(app_id=app_id, input_id=input_id, concept_id=cid, value=True, top_row=r.top_row,
                                     left_col=r.left_col, bottom_row=r.bottom_row, right_col=r.right_col))
+    # Core inserts of the tables, not the ORM's bulk path: the same executemany without its per-row bookkeeping
+    # (measured: the import of 8,000 28x28 PNGs on tmpfs went from ~3,700 to ~5,100 images/s with this and the
+    # read fix in images.read_file_limited)
     if inputs:
-        s.execute(insert(Input), inputs)
+        s.execute(insert(Input.__table__), inputs)
     if annotations:
-        s.execute(insert(Annotation), annotations)
+        s.execute(insert(Annotation.__table__), annotations)
 
 
 def _commit(ctx: Context, app_id: str, batch: list[_Checked], report: ImportReport, resolver: ConceptResolver) -> None:
