@@ -13,7 +13,13 @@ For N real Fashion-MNIST images (PNG files in an image folder) this measures, in
     (target: ratio >= 0.5); both timed as whole commands, start-up included.
 and prints images/s and the ratio pipeline / baseline (``--json PATH``: also writes them there).
 
-    python bench/import_bench.py [--n 2000] [--no-s3] [--no-remote] [--json out.json]
+Baseline and pipeline alternate, ``--rounds`` times each (each round a fresh app and a fresh copy folder): on a
+shared disk both see the same conditions (on this machine ext4's inode allocation, ``recently_deleted``, took
+~1 ms a file for minutes after large deletions, 20x its usual cost). The table gives the median of each and
+the median of the rounds' ratios, and the process CPU time per image of each (threads handing the GIL to one
+another cost CPU: context switches were half the import's CPU on 2 cores in ``perf``).
+
+    python bench/import_bench.py [--n 2000] [--rounds 3] [--no-s3] [--no-remote] [--json out.json]
 
 The remote part starts Ray: on a shared machine, hold its lock (e.g. ``flock ray.lock python …``).
 """
@@ -25,6 +31,7 @@ import hashlib
 import io
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -83,8 +90,23 @@ def bare_s3(files: list[Path], s3, bucket: str, threads: int) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
-def pipeline(settings: Settings, folder: Path, n: int) -> float:
-    return timed_import(Client(settings), folder, n)
+def cpu_s() -> float:
+    """This process's CPU seconds (user + system, all threads)."""
+    times = os.times()
+    return times.user + times.system
+
+
+def alternate(rounds: int, n: int, baseline, pipeline) -> dict:
+    """``baseline()`` and ``pipeline()`` (each returning images/s) in turn ``rounds`` times: medians, the
+    median ratio, and the CPU microseconds per image of each."""
+    seen: dict[str, list[float]] = {"base": [], "pipe": [], "base_cpu": [], "pipe_cpu": [], "ratio": []}
+    for r in range(rounds):
+        for name, run in (("base", baseline), ("pipe", pipeline)):
+            cpu = cpu_s()
+            seen[name].append(run(r))
+            seen[f"{name}_cpu"].append(1e6 * (cpu_s() - cpu) / n)
+        seen["ratio"].append(seen["pipe"][-1] / seen["base"][-1])
+    return {k: statistics.median(v) for k, v in seen.items()} | {"rounds": rounds}
 
 
 def cli_import(env: dict[str, str], folder: Path, n: int) -> float:
@@ -115,6 +137,7 @@ def remote_vs_embedded(work: Path, folder: Path, n: int) -> tuple[float, float]:
 
 
 def timed_import(client, folder: Path, n: int) -> float:
+    """images/s of one import of ``folder`` into a fresh app."""
     app = f"bench{uuid.uuid4().hex[:6]}"
     client.create_app(app)
     start = time.perf_counter()
@@ -127,6 +150,7 @@ def timed_import(client, folder: Path, n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="number of images (multiple of 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="baseline/pipeline pairs, alternating")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 + PostgreSQL part")
     parser.add_argument("--no-remote", action="store_true", help="skip remote mode (a server on a local Ray)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
@@ -137,13 +161,17 @@ def main() -> None:
         folder = work / "images"
         write_fashion_mnist_folder(folder, "test", per_class=args.n // 10)
         files = [p for p in walk_files(folder) if isinstance(p, Path)]
+        n = len(files)
         local_settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home")})
-        bare = bare_local(files, work / "bare", local_settings.import_workers)
-        local = pipeline(local_settings, folder, len(files))
-        rows.append(("local files + SQLite", local, "copy+decode+sha256", bare))
+        threads = local_settings.import_workers
+        local = Client(local_settings)
+        found = alternate(args.rounds, n, lambda r: bare_local(files, work / f"bare{r}", threads),
+                          lambda r: timed_import(local, folder, n))
+        rows.append(("local files + SQLite", f"copy+decode+sha256, {threads} threads", found))
         if not args.no_remote:
-            remote, embedded = remote_vs_embedded(work, folder, len(files))
-            rows.append(("remote CLI over HTTP (local)", remote, "embedded CLI", embedded))
+            remote, embedded = remote_vs_embedded(work, folder, n)
+            rows.append(("remote CLI over HTTP (local)", "embedded CLI",
+                         {"pipe": remote, "base": embedded, "ratio": remote / embedded, "rounds": 1}))
         if not args.no_s3:
             from tests.servers import postgres_server, seaweedfs_s3
 
@@ -156,22 +184,32 @@ def main() -> None:
                 settings = Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-s3"),
                                                   "DEEPTRAIN_STORAGE": f"s3://{bucket}/pipeline",
                                                   "DEEPTRAIN_DATABASE_URL": pg.create_database("bench")})
-                bare = bare_s3(files, s3, bucket, settings.import_uploads)
-                rows.append(("S3 (SeaweedFS) + PostgreSQL", pipeline(settings, folder, len(files)),
-                             "decode+sha256+boto3 put", bare))
+                uploads, client = settings.import_uploads, Client(settings)
+                found = alternate(args.rounds, n, lambda r: bare_s3(files, s3, bucket, uploads),
+                                  lambda r: timed_import(client, folder, n))
+                rows.append(("S3 (SeaweedFS) + PostgreSQL", f"decode+sha256+boto3 put, {uploads} threads", found))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nimport of {len(files)} Fashion-MNIST PNGs ({os.cpu_count()} CPUs)")
-    print(f"{'storage':30} {'pipeline img/s':>15} {'baseline':>24} {'baseline img/s':>14} {'ratio':>6}")
-    for name, rate, bare_name, bare_rate in rows:
-        print(f"{name:30} {rate:15.0f} {bare_name:>24} {bare_rate:14.0f} {rate / bare_rate:6.2f}")
-    if args.json:
+    report(rows, n, args.json)
+
+
+def report(rows: list, n: int, out: Path | None) -> None:
+    """The table (medians over the rounds), and the JSON document when asked for."""
+    print(f"\nimport of {n} Fashion-MNIST PNGs ({os.cpu_count()} CPUs), medians of alternating rounds")
+    print(f"{'storage':30} {'pipeline img/s':>15} {'cpu us/img':>10} {'baseline':>38} {'img/s':>7} "
+          f"{'cpu us/img':>10} {'ratio':>6}")
+    for name, base_name, f in rows:
+        print(f"{name:30} {f['pipe']:15.0f} {f.get('pipe_cpu', float('nan')):10.0f} {base_name:>38} "
+              f"{f['base']:7.0f} {f.get('base_cpu', float('nan')):10.0f} {f['ratio']:6.2f}")
+    if out:
         import json
 
-        args.json.write_text(json.dumps({"images": len(files), "cpus": os.cpu_count(), "rows": [
-            {"pipeline": name, "images_per_s": round(rate, 1), "baseline": bare_name,
-             "baseline_images_per_s": round(bare_rate, 1), "ratio": round(rate / bare_rate, 3)}
-            for name, rate, bare_name, bare_rate in rows]}, indent=2))
+        out.write_text(json.dumps({"images": n, "cpus": os.cpu_count(), "rows": [
+            {"pipeline": name, "images_per_s": round(f["pipe"], 1), "baseline": base_name,
+             "baseline_images_per_s": round(f["base"], 1), "ratio": round(f["ratio"], 3), "rounds": f["rounds"],
+             "cpu_us_per_image": round(f.get("pipe_cpu", 0.0), 1),
+             "baseline_cpu_us_per_image": round(f.get("base_cpu", 0.0), 1)}
+            for name, base_name, f in rows]}, indent=2))
 
 
 if __name__ == "__main__":
