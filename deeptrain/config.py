@@ -57,7 +57,9 @@ class Settings(BaseSettings):
                                                        "(default: SQLite in HOME)")
     max_image_bytes: int = Field(DEFAULT_MAX_IMAGE_BYTES, ge=1, description="one image's size limit")
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="one image's pixel limit")
-    import_workers: int = Field(4, ge=1, description="threads that read, decode and hash images in an import")
+    import_workers: int = Field(4, ge=1, description=(
+        "threads that read, decode and hash images in an import (images cheaper to check than a hand-off to a "
+        "thread, e.g. thumbnails, are checked on the importing thread)"))
     import_uploads: int = Field(16, ge=1, description=(
         "threads that write an import's new images to storage (I/O: on S3 each is one PUT in flight)"))
     max_label_file_bytes: int = Field(DEFAULT_MAX_LABEL_FILE_BYTES, ge=1,

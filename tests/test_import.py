@@ -297,6 +297,64 @@ def test_each_image_is_written_once_at_its_key_and_never_again(client, bad_folde
     assert_consistent(client, "pets")
 
 
+@pytest.mark.parametrize("where", ["main thread", "workers"])
+def test_an_import_checked_on_the_main_thread_or_by_the_workers_ends_the_same(client, bad_folder, where, monkeypatch):
+    """Small images are checked on the main thread (a hand-off costs more than the check), larger ones by the
+    workers: either way the same inputs, duplicates, rejections and outcomes, in record order."""
+    import threading
+
+    from deeptrain.services import import_pace, import_pipeline
+
+    for i in range(70):  # several groups, each with its probe and its rest
+        write(bad_folder / f"c{i % 2}" / f"{i:03d}.png", imagegen.png_bytes((i, 255 - i, 7), size=(12, 12)))
+    write(bad_folder / "c1" / "zz-copy.png", imagegen.png_bytes((3, 252, 7), size=(12, 12)))  # a copy of 003.png
+    monkeypatch.setattr(import_pace, "INLINE_BELOW_S", float("inf") if where == "main thread" else 0.0)
+    threads: set[str] = set()
+    check = import_pipeline._check
+
+    def seen(*args):
+        threads.add(threading.current_thread().name)
+        return check(*args)
+
+    monkeypatch.setattr(import_pipeline, "_check", seen)
+    from deeptrain.formats import imagefolder
+
+    client.create_app("pets")
+    report = import_pipeline.import_records(client.ctx, "pets", imagefolder.read(bad_folder), outcomes=True).as_dict()
+    assert (report["imported"], report["duplicates"], len(report["rejected"])) == (73, 2, 5)
+    items = report["items"]
+    assert [item["index"] for item in items] == list(range(80))
+    by_file = {Path(r["file"]).name for r in report["rejected"]}
+    assert by_file == {"notes.txt", "trunc.jpg", "empty.png", "bomb.png", "stray.png"}
+    assert [i["outcome"] for i in items].count("duplicate") == 2
+    workers = {t for t in threads if t.startswith("import-check")}
+    if where == "main thread":
+        assert threads == {"MainThread"}
+    else:
+        assert workers and len(threads - workers) <= 1  # only the probes of one group in SAMPLE_EVERY stay
+    assert_consistent(client, "pets")
+
+
+def test_the_pace_follows_the_median_of_the_last_measures():
+    """One slow record (a garbage collection) does not send the import to the workers; larger images do, and
+    while they are checked there one group in SAMPLE_EVERY is measured again."""
+    from deeptrain.services.import_pace import INLINE_BELOW_S, SAMPLE_EVERY, Pace
+
+    pace, cheap, slow = Pace(), INLINE_BELOW_S / 5, INLINE_BELOW_S * 20
+    assert pace.cheap and pace.inline()
+    for seconds in (cheap, slow, cheap):
+        pace.measured(seconds * 2, 2)
+    assert pace.cheap
+    pace.measured(slow, 1)
+    pace.measured(slow, 1)
+    assert not pace.cheap
+    measured_again = [pace.inline() for _ in range(SAMPLE_EVERY * 3)]
+    assert measured_again.count(True) == 3
+    pace.measured(cheap, 1)
+    pace.measured(cheap, 1)
+    assert pace.cheap
+
+
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_kill_9_mid_import_leaves_no_half_input_and_rerun_completes(backend, tmp_path, request):
     """A crash in the middle of an import: no visible input without bytes; re-running finishes the job."""
@@ -304,7 +362,7 @@ def test_kill_9_mid_import_leaves_no_half_input_and_rerun_completes(backend, tmp
 
     settings = make_settings(backend, tmp_path, request)
     root = tmp_path / "many"
-    n = 3000 if backend == "local" else 1500  # enough to still be running at 256 committed (S3 is slower)
+    n = 5000 if backend == "local" else 1500  # enough to still be running at 256 committed (S3 is slower)
     for i in range(n):
         write(root / f"c{i % 3}" / f"{i:05d}.png", imagegen.png_bytes((i % 256, (i // 256) % 256, 7), size=(16, 16)))
     run_cli(settings, "apps", "create", "crash", check=True)

@@ -2,12 +2,14 @@
 
 Three stages overlap, each bounded, so memory stays flat whatever the number of records:
 
-1. ``import_workers`` threads read, validate, decode and hash each record (``_check``; Pillow and hashlib
-   release the GIL), at most a few records per thread ahead of the main thread;
+1. each record is read, validated, decoded and hashed (``_check``): by ``import_workers`` threads (Pillow and
+   hashlib release the GIL), at most a few groups ahead of the main thread, or on the main thread itself while
+   a record costs less than handing it to a thread (``import_pace.Pace``: small images);
 2. the main thread takes them in order, ``CHUNK`` at a time: one ``sha256 IN (...)`` query per chunk finds
    those the app already has (duplicates: nothing uploaded), and each new one goes to ``import_uploads``
    threads that write it once, at its content-addressed key (``Storage.put_immutable``: one PUT on S3,
-   write-then-rename on local files). Bytes the import already has on their way are not uploaded twice;
+   write-then-rename on local files; on local files the main thread writes while checks are cheap there).
+   Bytes the import already has on their way are not uploaded twice;
 3. records whose upload has finished are committed ``BATCH_SIZE`` at a time, each batch one transaction
    (inputs and annotations as two multi-row INSERTs).
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import insert, select
@@ -38,6 +40,8 @@ from deeptrain.ids import check_input_id
 from deeptrain.images import ImageInfo, inspect_image
 from deeptrain.services.concepts import ConceptResolver
 from deeptrain.services.context import Context, app_prefix, require_app
+from deeptrain.services.import_pace import PROBE, OnThisThread, Pace, done_future
+from deeptrain.services.import_report import ImportReport
 from deeptrain.services.labels import Duplicate, reconcile_duplicates
 from deeptrain.storage import Storage
 from deeptrain.store import Annotation, Input
@@ -45,60 +49,7 @@ from deeptrain.store import Annotation, Input
 BATCH_SIZE = 256  # rows per transaction
 CHUNK = 64  # records per duplicate lookup (one query) and per hand-over to the upload threads
 GROUP = 16  # records per decode task
-
 ProgressFn = Callable[[int], None]
-
-
-@dataclass
-class ImportReport:
-    imported: int = 0
-    duplicates: int = 0
-    updated: int = 0  # duplicates whose labels were replaced by the import's (update_labels)
-    differing_labels: int = 0  # duplicates whose stored labels differ from the import's and were kept
-    rejected: list[dict[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
-    outcomes: dict[int, dict[str, Any]] | None = None  # by record position, when asked for
-
-    def reject(self, file: str, reason: str, index: int | None = None) -> None:
-        self.rejected.append({"file": file, "reason": reason})
-        self.note(index, "rejected", reason=reason)
-
-    def note(self, index: int | None, outcome: str, input_id: str | None = None, existing_id: str | None = None,
-             reason: str | None = None) -> None:
-        """Record what became of record ``index`` (imported, duplicate, rejected); a later note replaces it."""
-        if self.outcomes is not None and index is not None:
-            self.outcomes[index] = {"index": index, "input_id": input_id, "outcome": outcome,
-                                    "existing_id": existing_id, "reason": reason, "updated": False,
-                                    "differing_labels": False}
-
-    def flag(self, index: int | None, what: str) -> None:
-        """Mark a duplicate's outcome ``updated`` or ``differing_labels``."""
-        if self.outcomes is not None and index in self.outcomes:
-            self.outcomes[index][what] = True
-
-    @property
-    def items(self) -> list[dict[str, Any]] | None:
-        """Each record's outcome in input order (None unless asked for)."""
-        return None if self.outcomes is None else [self.outcomes[i] for i in sorted(self.outcomes)]
-
-    @property
-    def ok(self) -> bool:
-        """False when nothing at all was readable (a failed import, as opposed to a partial one)."""
-        return self.imported + self.duplicates > 0 or not self.rejected
-
-    def as_dict(self) -> dict[str, Any]:
-        rate = self.imported / self.seconds if self.seconds else 0.0
-        items = {} if self.outcomes is None else {"items": self.items}
-        return {
-            "imported": self.imported,
-            "duplicates": self.duplicates,
-            "updated": self.updated,
-            "differing_labels": self.differing_labels,
-            "rejected": self.rejected,
-            "seconds": round(self.seconds, 3),
-            "images_per_s": round(rate, 1),
-            **items,
-        }
 
 
 @dataclass
@@ -252,9 +203,10 @@ class _Pipeline:
     batched commits. Every queue is bounded by a count (see the module's docstring)."""
 
     def __init__(self, ctx: Context, app_id: str, report: ImportReport, update_labels: bool,
-                 on_progress: ProgressFn | None, uploads: ThreadPoolExecutor, upload_threads: int):
+                 on_progress: ProgressFn | None, uploads: ThreadPoolExecutor, upload_threads: int, pace: Pace):
         self.ctx, self.app_id, self.report, self.update_labels = ctx, app_id, report, update_labels
         self.on_progress, self.uploads, self.upload_threads = on_progress, uploads, upload_threads
+        self.pace = pace
         self.upload_window = CHUNK * 2  # records staged before the oldest upload is waited for
         self.resolver = ConceptResolver(app_id)
         self.chunk: list[_Checked] = []  # checked, not yet looked up
@@ -295,10 +247,13 @@ class _Pipeline:
             if c.upload is None:
                 fresh.setdefault(c.info.sha256, []).append(c)  # type: ignore[union-attr]
         shas = list(fresh)
-        groups = min(self.upload_threads, len(shas))
+        # on local files, while checks are cheap enough for the main thread, so are the writes (no network to wait on)
+        here = self.ctx.storage.is_local and self.pace.cheap
+        uploads, threads = (OnThisThread(), 1) if here else (self.uploads, self.upload_threads)
+        groups = min(threads, len(shas))
         for part in (shas[g::groups] for g in range(groups)):  # as many tasks as threads, each a few objects
             first = [fresh[sha][0] for sha in part]
-            task = self.uploads.submit(_put_many, self.ctx.storage,
+            task = uploads.submit(_put_many, self.ctx.storage,
                                        [(input_key(self.app_id, c.info), c.data) for c in first])  # type: ignore
             for sha in part:
                 self.in_flight[sha] = task
@@ -370,30 +325,47 @@ def import_records(
     report = ImportReport(outcomes={} if outcomes else None)
     start = time.perf_counter()
     workers, upload_threads = max(1, ctx.settings.import_workers), max(1, ctx.settings.import_uploads)
-    checks: deque[Future[list[_Checked]]] = deque()
-    group: list[tuple[int, ImportRecord]] = []
+    pace = Pace()
     with ThreadPoolExecutor(workers, thread_name_prefix="import-check") as pool, \
             ThreadPoolExecutor(upload_threads, thread_name_prefix="import-upload") as uploads:
-        pipe = _Pipeline(ctx, app_id, report, update_labels, on_progress, uploads, upload_threads)
-        for index, item in enumerate(items):
-            if isinstance(item, Rejection):
-                report.reject(item.file, item.reason, index)
-                pipe.progress()
-                continue
-            if split is not None:
-                item.split = split
-            group.append((index, item))
-            if len(group) >= GROUP:
-                checks.append(pool.submit(_check_many, ctx, group))
-                group = []
-            while len(checks) > workers * 2:
-                for c in checks.popleft().result():
-                    pipe.take(c)
-        if group:
-            checks.append(pool.submit(_check_many, ctx, group))
-        while checks:
-            for c in checks.popleft().result():
-                pipe.take(c)
+        pipe = _Pipeline(ctx, app_id, report, update_labels, on_progress, uploads, upload_threads, pace)
+        _feed(ctx, pipe, items, pool, workers, split, report, pace)
         pipe.finish()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _feed(ctx: Context, pipe: _Pipeline, items: Iterable[ImportRecord | Rejection], pool: ThreadPoolExecutor,
+          workers: int, split: str | None, report: ImportReport, pace: Pace) -> None:
+    """The records, in groups of ``GROUP``, checked where ``Pace`` says, into ``pipe`` in record order."""
+    checks: deque[Future[list[_Checked]]] = deque()  # groups in record order, at most workers * 2 ahead
+    group: list[tuple[int, ImportRecord]] = []
+
+    def check(group: list[tuple[int, ImportRecord]]) -> None:
+        if pace.inline():  # the first PROBE records here, measured; the rest where that measure says
+            start = time.perf_counter()
+            checks.append(done_future(_check_many(ctx, group[:PROBE])))
+            pace.measured(time.perf_counter() - start, len(group[:PROBE]))
+            group = group[PROBE:]
+        if group:
+            checks.append(done_future(_check_many(ctx, group)) if pace.cheap else pool.submit(_check_many, ctx, group))
+        while checks and (len(checks) > workers * 2 or checks[0].done()):
+            for c in checks.popleft().result():
+                pipe.take(c)
+
+    for index, item in enumerate(items):
+        if isinstance(item, Rejection):
+            report.reject(item.file, item.reason, index)
+            pipe.progress()
+            continue
+        if split is not None:
+            item.split = split
+        group.append((index, item))
+        if len(group) >= GROUP:
+            check(group)
+            group = []
+    if group:
+        check(group)
+    while checks:
+        for c in checks.popleft().result():
+            pipe.take(c)
