@@ -299,8 +299,9 @@ def test_each_image_is_written_once_at_its_key_and_never_again(client, bad_folde
 
 @pytest.mark.parametrize("where", ["main thread", "workers"])
 def test_an_import_checked_on_the_main_thread_or_by_the_workers_ends_the_same(client, bad_folder, where, monkeypatch):
-    """Small images are checked on the main thread (a hand-off costs more than the check), larger ones by the
-    workers: either way the same inputs, duplicates, rejections and outcomes, in record order."""
+    """Small images on local files are checked on the main thread (a hand-off costs more than the check), larger
+    ones (and all on S3) by the workers: either way the same inputs, duplicates, rejections and outcomes, in
+    record order."""
     import threading
 
     from deeptrain.services import import_pace, import_pipeline
@@ -328,7 +329,7 @@ def test_an_import_checked_on_the_main_thread_or_by_the_workers_ends_the_same(cl
     assert by_file == {"notes.txt", "trunc.jpg", "empty.png", "bomb.png", "stray.png"}
     assert [i["outcome"] for i in items].count("duplicate") == 2
     workers = {t for t in threads if t.startswith("import-check")}
-    if where == "main thread":
+    if where == "main thread" and client.ctx.storage.is_local:  # on S3 the main thread feeds the uploads
         assert threads == {"MainThread"}
     else:
         assert workers and len(threads - workers) <= 1  # only the probes of one group in SAMPLE_EVERY stay
@@ -353,6 +354,8 @@ def test_the_pace_follows_the_median_of_the_last_measures():
     pace.measured(cheap, 1)
     pace.measured(cheap, 1)
     assert pace.cheap
+    s3 = Pace(threshold_s=0.0)  # S3: always the workers, never a probe on the main thread
+    assert not any(s3.inline() for _ in range(SAMPLE_EVERY * 3)) and not s3.cheap
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"])

@@ -11,7 +11,9 @@ from typing import Any, Callable
 # a group of records whose check (read, decode, hash) takes less than this a record is checked on the main thread:
 # handing it to a worker costs more. Measured, 2 cores, 8,000 28x28 PNGs on tmpfs: on the main thread 96 us of CPU
 # an image and 10,300 images/s, through 4 worker threads 231 us and 5,400 (half of it the kernel switching threads
-# that hand the GIL to one another); a record of 250 us or more (larger images) gains from the workers
+# that hand the GIL to one another); a record of 250 us or more (larger images) gains from the workers. Local files
+# only: on S3 the main thread also feeds the upload threads, and checking there made it the bottleneck (measured,
+# 20,000 images into SeaweedFS + PostgreSQL: 424-489 images/s, 563-771 with the workers)
 INLINE_BELOW_S = 250e-6
 SAMPLE_EVERY = 4  # while the workers check, one group in this many is measured on the main thread again
 PROBE = 2  # records of a group measured on the main thread (the group's others follow the measure)
@@ -43,7 +45,8 @@ class Pace:
     three measures decides, so one slow record (a garbage collection) does not move the rest, and a change of
     images (thumbnails, then photographs) does."""
 
-    def __init__(self) -> None:
+    def __init__(self, threshold_s: float | None = None) -> None:
+        self.threshold_s = INLINE_BELOW_S if threshold_s is None else threshold_s  # 0: always the workers
         self.samples: deque[float] = deque(maxlen=3)  # seconds a record, the last measures
         self.groups = 0
 
@@ -54,12 +57,12 @@ class Pace:
     @property
     def cheap(self) -> bool:
         """Whether records are checked on the main thread now."""
-        return self.per_record < INLINE_BELOW_S
+        return self.per_record < self.threshold_s
 
     def inline(self) -> bool:
         """Whether the next group's first records are measured on the main thread."""
         self.groups += 1
-        return self.cheap or self.groups % SAMPLE_EVERY == 0
+        return self.cheap or (self.threshold_s > 0 and self.groups % SAMPLE_EVERY == 0)
 
     def measured(self, seconds: float, records: int) -> None:
         self.samples.append(seconds / max(1, records))

@@ -325,7 +325,7 @@ def import_records(
     report = ImportReport(outcomes={} if outcomes else None)
     start = time.perf_counter()
     workers, upload_threads = max(1, ctx.settings.import_workers), max(1, ctx.settings.import_uploads)
-    pace = Pace()
+    pace = Pace() if ctx.storage.is_local else Pace(threshold_s=0.0)  # see import_pace.INLINE_BELOW_S
     with ThreadPoolExecutor(workers, thread_name_prefix="import-check") as pool, \
             ThreadPoolExecutor(upload_threads, thread_name_prefix="import-upload") as uploads:
         pipe = _Pipeline(ctx, app_id, report, update_labels, on_progress, uploads, upload_threads, pace)
