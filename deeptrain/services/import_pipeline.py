@@ -247,8 +247,9 @@ class _Pipeline:
             if c.upload is None:
                 fresh.setdefault(c.info.sha256, []).append(c)  # type: ignore[union-attr]
         shas = list(fresh)
-        # on local files, while checks are cheap enough for the main thread, so are the writes (no network to wait on)
-        here = self.ctx.storage.is_local and self.pace.cheap
+        # while checks are cheap enough for the main thread, so are the writes (the pace is only ever cheap on local
+        # files, which have no network to wait on: see import_records)
+        here = self.pace.cheap
         uploads, threads = (OnThisThread(), 1) if here else (self.uploads, self.upload_threads)
         groups = min(threads, len(shas))
         for part in (shas[g::groups] for g in range(groups)):  # as many tasks as threads, each a few objects
