@@ -3,9 +3,10 @@
 A ResNext classifier (trained for a few steps on Fashion-MNIST; what it learned does not matter here) at
 each ``--image-size`` (256 is the template's default), served by ``deeptrain serve``'s Ray Serve app:
 
-  bare batched : the version's own predict (flip averaging included) on preprocessed batches, images/s, the
-                 best of 1 and 2 torch threads and of batch sizes 1 to 32 (on CPU a small batch is often
-                 the fastest per image at large sizes)
+  bare batched : the version's own predict (flip averaging included, its inference graph) on preprocessed
+                 batches, images/s, the best of 1 and 2 torch threads, of batch sizes 1 to 32 (on CPU a small
+                 batch is often the fastest per image at large sizes) and of as many threads side by side as
+                 the Predictor reserves CPUs, each on one torch thread (the Predictor's lanes)
   bare single  : the same on one image, p50 ms (best of 1 and 2 threads)
   layout       : gateway -> Predictor deployment (two hops, the default), or ``--model-in-gateway`` (one hop)
   HTTP         : ``POST /v2/apps/bench/models/clf/outputs``, one base64 PNG per request, from ``wrk`` with C
@@ -61,40 +62,67 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bare(loaded, images: list[bytes], rounds: int) -> dict[str, float]:
-    """The model alone, at its best: images/s on preprocessed batches (the best of 1 and 2 torch threads and of
-    batch sizes 1..32, up to 32 x 128 x 128 pixels), p50 ms on one image (the best thread count)."""
+def bare(loaded, images: list[bytes], rounds: int, lanes: int = 2) -> dict[str, float]:
+    """The model alone, at its best, through what it predicts with (``deeptrain.inference.predict_model``: its
+    inference graph): images/s on preprocessed batches, the best of 1 and 2 torch threads, of batch sizes 1..32
+    (up to 32 x 128 x 128 pixels), and of ``lanes`` threads each running its own forwards on one torch thread;
+    p50 ms on one image (the best thread count)."""
     import torch
 
-    from deeptrain.inference import model_input, prepare
+    from deeptrain.inference import model_input, predict_model, prepare
     from deeptrain.models.tasks import predict_with_flips
 
     flips, size = loaded.params.average_horizontal_flips, loaded.manifest["preprocessing"]["image_size"]
     prepared = [prepare(loaded, images[k % len(images)]) for k in range(32)]
+    net = predict_model(loaded)
 
     def timed(x, n: int) -> list[float]:
-        predict_with_flips(loaded.model, "classification", x, flips)  # warm-up
-        out = []
-        for _ in range(n):
-            start = time.perf_counter()
-            predict_with_flips(loaded.model, "classification", x, flips)
-            out.append(time.perf_counter() - start)
+        with torch.no_grad():
+            predict_with_flips(net, "classification", x, flips)  # warm-up
+            out = []
+            for _ in range(n):
+                start = time.perf_counter()
+                predict_with_flips(net, "classification", x, flips)
+                out.append(time.perf_counter() - start)
         return out
 
     found: dict[str, float] = {"batched_ips": 0.0, "single_p50_ms": float("inf")}
     before = torch.get_num_threads()
-    with torch.no_grad():
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            p50 = 1000 * statistics.median(timed(model_input(loaded, prepared[:1]), rounds * 2))
-            if p50 < found["single_p50_ms"]:
-                found.update(single_p50_ms=p50, single_threads=threads)
-            for batch in (b for b in (1, 2, 4, 8, 16, 32) if b * size * size <= 32 * 128 * 128):
-                ips = batch / statistics.median(timed(model_input(loaded, prepared[:batch]), rounds))
-                if ips > found["batched_ips"]:
-                    found.update(batched_ips=ips, batched_threads=threads, batched_batch=batch)
+    batches = [b for b in (1, 2, 4, 8, 16, 32) if b * size * size <= 32 * 128 * 128]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        p50 = 1000 * statistics.median(timed(model_input(loaded, prepared[:1]), rounds * 2))
+        if p50 < found["single_p50_ms"]:
+            found.update(single_p50_ms=p50, single_threads=threads)
+        for batch in batches:
+            ips = batch / statistics.median(timed(model_input(loaded, prepared[:batch]), rounds))
+            if ips > found["batched_ips"]:
+                found.update(batched_ips=ips, batched_threads=threads, batched_batch=batch, batched_lanes=1)
     torch.set_num_threads(before)
+    for batch in batches:
+        ips = lanes_ips(timed, model_input(loaded, prepared[:batch]), batch, lanes, rounds)
+        if ips > found["batched_ips"]:
+            found.update(batched_ips=ips, batched_threads=1, batched_batch=batch, batched_lanes=lanes)
     return found
+
+
+def lanes_ips(timed, x, batch: int, lanes: int, rounds: int) -> float:
+    """images/s of ``lanes`` threads each timing ``rounds`` forwards of ``x`` on one torch thread, side by side."""
+    import threading
+
+    import torch
+
+    def lane() -> None:
+        torch.set_num_threads(1)
+        timed(x, rounds)
+
+    threads = [threading.Thread(target=lane) for _ in range(lanes)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lanes * (rounds + 1) * batch / (time.perf_counter() - start)
 
 
 def bodies(images: list[bytes], per_request: int, count: int = 64) -> list[str]:
@@ -138,7 +166,7 @@ def serving(work: Path, images: list[bytes], image_size: int, args) -> dict:
                          "lrate": 0.05})
     version = client.train("bench", "clf", workers=1)
     assert version["status"] == "trained", version["error"]
-    base = bare(client.load_version("bench", "clf"), images, args.rounds)
+    base = bare(client.load_version("bench", "clf"), images, args.rounds, lanes=max(1, int(args.predictor_cpus)))
     key = client.create_key("bench", ["predict"])["key"]
     url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=args.predictor_cpus,
                 model_in_gateway=args.model_in_gateway)
@@ -204,7 +232,8 @@ def report(results: dict, floor: list[dict], layout: str) -> None:
     for size, r in results.items():
         base = r["bare"]
         print(f"\nimage_size {size}: bare batched {base['batched_ips']:.1f} images/s (batch {base['batched_batch']}, "
-              f"{base['batched_threads']} thread(s)), bare single p50 {base['single_p50_ms']:.1f} ms")
+              f"{base['batched_lanes']} lane(s) of {base['batched_threads']} thread(s)), "
+              f"bare single p50 {base['single_p50_ms']:.1f} ms")
         print(f"{'C':>3} {'requests':>8} {'errors':>6} {'images/s':>9} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8} "
               f"{'p50-bare':>9} {'batch':>6} {'fwd ms':>7} {'wrk cpu':>8}")
         for lv in r["levels"]:

@@ -8,7 +8,7 @@ params, ordered concepts, dataset version, metrics, preprocessing, package versi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -55,6 +55,9 @@ def write_manifest(storage: Storage, prefix: str, version: dict[str, Any], task:
 class LoadedModel:
     model: nn.Module
     manifest: dict[str, Any]
+    # what predictions call ``predict`` on: ``deeptrain.inference.predict_model`` sets it on first use (the model
+    # itself, or its inference graph)
+    predictor: Any = field(default=None, repr=False)
 
     @property
     def params(self) -> HyperParams:

@@ -23,6 +23,7 @@ import torch
 from deeptrain.artifacts import LoadedModel
 from deeptrain.errors import InvalidInput
 from deeptrain.images import decode_checked, decode_errors
+from deeptrain.inference_graph import InferenceGraph, inference_graph
 from deeptrain.models.tasks import predict_with_flips
 from deeptrain.training.augment import crop_flip_normalize
 from deeptrain.training.preprocess import Preprocessor, Resized, resize_shorter
@@ -92,6 +93,22 @@ def _regions(loaded: LoadedModel, item: Prepared, det: dict[str, torch.Tensor], 
     return regions
 
 
+def predict_model(loaded: LoadedModel) -> Any:
+    """What ``loaded`` predicts with: its inference graph (``deeptrain.inference_graph``: classification and
+    embedding on CPU), else the model itself; built on the first call and kept on ``loaded``."""
+    if loaded.predictor is None:
+        graph = inference_graph(loaded.model, loaded.manifest["task"],
+                                int(loaded.manifest["preprocessing"]["image_size"]))
+        loaded.predictor = graph or loaded.model
+    return loaded.predictor
+
+
+def runs_on_one_thread(loaded: LoadedModel) -> bool:
+    """Whether ``loaded`` predicts with its inference graph, which is fast on one thread: a server runs several
+    such forwards side by side, one thread each, rather than one forward on all its threads."""
+    return isinstance(predict_model(loaded), InferenceGraph)
+
+
 def model_input(loaded: LoadedModel, items: Sequence[Prepared]) -> torch.Tensor:
     """The classification/embedding model's input for prepared images: centre crops, normalized, [B, 3, S, S]."""
     pre = loaded.manifest["preprocessing"]
@@ -115,7 +132,7 @@ def predict_prepared(loaded: LoadedModel, items: Sequence[Prepared], *, threshol
         limit = loaded.params.detection_score_threshold if threshold is None else threshold
         return [{"regions": _regions(loaded, item, predict_with_flips(loaded.model, task, item.tensor.to(device),
                                                                       flips)[0], limit)} for item in items]
-    out = predict_with_flips(loaded.model, task, model_input(loaded, items).to(device), flips).float().cpu()
+    out = predict_with_flips(predict_model(loaded), task, model_input(loaded, items).to(device), flips).float().cpu()
     if task == "embedding":
         return [{"embedding": row.tolist()} for row in out]
     concepts = loaded.manifest["concepts"]

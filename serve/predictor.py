@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NamedTuple
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, NamedTuple
 
 from ray import serve
 
@@ -80,15 +81,22 @@ class BatchCounter:
         self.batches = self.items = 0
         self.seconds = 0.0  # in forward passes (decode and preprocessing included)
         self.sizes: dict[int, int] = {}
+        self.on_lanes = self.running = self.most_at_once = 0  # forwards run on a lane; at once now; at most
 
-    def add(self, size: int, seconds: float) -> None:
+    def started(self) -> None:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+
+    def add(self, size: int, seconds: float, on_lane: bool) -> None:
         self.batches, self.items, self.seconds = self.batches + 1, self.items + size, self.seconds + seconds
         self.sizes[size] = self.sizes.get(size, 0) + 1
+        self.on_lanes, self.running = self.on_lanes + on_lane, self.running - 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"batches": self.batches, "items": self.items, "seconds": self.seconds,
                 "mean_batch_size": self.items / self.batches if self.batches else 0.0,
-                "sizes": dict(sorted(self.sizes.items()))}
+                "sizes": dict(sorted(self.sizes.items())), "on_lanes": self.on_lanes,
+                "most_at_once": self.most_at_once}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
@@ -97,8 +105,9 @@ class Predictor:
 
     One call per request (``predict_many``): a request of one image joins the batch ``self.batcher`` forms
     from concurrent requests of its version; a request of several runs as its own forwards. Either way a forward
-    takes ``forward_size`` images (by image size), and one runs at a time (``self.forward``): two at once on the
-    same cores only slow each other down."""
+    takes ``forward_size`` images (by image size). A version with an inference graph (``deeptrain.inference_graph``:
+    classification and embedding) runs its forwards on ``lanes``, one torch thread each, as many side by side as
+    the replica has threads; another (a detector) runs one forward at a time on all of them (``self.team``)."""
 
     def __init__(self, settings_env: dict[str, str], torch_threads: int | None = None):
         import ray
@@ -107,29 +116,40 @@ class Predictor:
         # as many threads as CPUs reserved for the replica (at least one): one per core of the node
         # oversubscribes it whenever anything else runs there (other replicas, the gateway, the proxy);
         # measured with bench/serve_bench.py on 2 cores: 2 threads 13.9 images/s at concurrency 32, 1 thread 20.6
-        reserved = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
-        threads = torch_threads or max(1, int(reserved))
+        if torch_threads is None:
+            torch_threads = max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0)))
+        self.threads = torch_threads
         self.ctx = Context.from_settings(Settings.from_env(env=settings_env))
-        self.forward = asyncio.Lock()
         self.counter = BatchCounter()
-        self.batcher = Batcher(self._batched, MAX_BATCH)  # lone images of concurrent requests, batched
-        # all of the replica's torch work (loading a version, decoding, forward passes) on ONE thread: OpenMP gives
+        self.lanes_free = asyncio.Semaphore(self.threads)  # forwards on the lanes now, at most one a lane
+        self.pending = 0  # forward passes running or waiting
+        self.team_turn = asyncio.Lock()  # a forward on all threads waits for every lane, one such forward at a time
+        # lone images of concurrent requests, batched: a batch forms whenever a lane is free
+        self.batcher = Batcher(self._batched, MAX_BATCH, concurrency=self.threads)
+        # Loading a version and the forwards of eager models run on ONE thread with all the threads: OpenMP gives
         # each thread that runs a parallel region a team of its own, and once a process has more OpenMP threads
         # than cores, libgomp's idle threads stop spinning and sleep after every operator (GOMP's "throttled"
-        # wait). Measured, ResNext at 128 px on 2 cores: 22.6 ms a forward on one thread, 35-43 ms once a
-        # second thread had run one (bench/serve_bench.py's "forward ms" per batch shows it in the replica)
-        self.torch_thread = ThreadPoolExecutor(1, thread_name_prefix="torch", initializer=torch.set_num_threads,
-                                               initargs=(threads,))
+        # wait; measured, ResNext at 128 px on 2 cores: 22.6 ms a forward on one thread, 35-43 ms once a second
+        # thread had run one). A lane's thread runs no team: one torch thread, no parallel region.
+        self.team = ThreadPoolExecutor(1, thread_name_prefix="torch", initializer=torch.set_num_threads,
+                                       initargs=(self.threads,))
+        self.lanes = ThreadPoolExecutor(self.threads, thread_name_prefix="torch-lane",
+                                        initializer=torch.set_num_threads, initargs=(1,))
 
-    async def on_torch_thread(self, fn, *args):
-        """``fn(*args)`` on the replica's one torch thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.torch_thread, fn, *args)
+    async def on_team(self, fn, *args):
+        """``fn(*args)`` on the replica's all-threads torch thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.team, fn, *args)
 
     @serve.multiplexed(max_num_models_per_replica=MAX_MODELS_PER_REPLICA)
     async def get_model(self, artifacts: str):
         from deeptrain.artifacts import load_model
+        from deeptrain.inference import predict_model
 
-        return await self.on_torch_thread(load_model, self.ctx.storage, artifacts)
+        def load():
+            loaded = load_model(self.ctx.storage, artifacts)
+            predict_model(loaded)  # its inference graph, built here rather than in the first request's forward
+            return loaded
+        return await self.on_team(load)
 
     def forward_size(self, loaded) -> int:
         """Images per forward pass for this version: ``Settings.serve_max_batch_pixels`` / image_size², within
@@ -139,15 +159,48 @@ class Predictor:
         size = int(loaded.manifest["preprocessing"]["image_size"])
         return max(1, min(MAX_BATCH, self.ctx.settings.serve_max_batch_pixels // (size * size)))
 
-    async def _run(self, loaded, items: list[Item]) -> list[dict[str, Any]]:
-        """``items`` in forward passes of ``forward_size``, one pass at a time on this replica."""
-        step, out = self.forward_size(loaded), []
-        for start in range(0, len(items), step):
-            async with self.forward:
-                begin = time.perf_counter()
-                out += await self.on_torch_thread(predict_items, loaded, items[start:start + step])
-                self.counter.add(len(items[start:start + step]), time.perf_counter() - begin)
+    @asynccontextmanager
+    async def _place(self, on_lane: bool) -> AsyncIterator[ThreadPoolExecutor]:
+        """Where a forward pass runs, once it may: a free lane, or the all-threads thread with every lane held."""
+        self.pending += 1
+        try:
+            if on_lane:
+                async with self.lanes_free:
+                    yield self.lanes
+                return
+            async with self.team_turn:
+                for _ in range(self.threads):
+                    await self.lanes_free.acquire()
+                try:
+                    yield self.team
+                finally:
+                    for _ in range(self.threads):
+                        self.lanes_free.release()
+        finally:
+            self.pending -= 1
+
+    async def _forward(self, loaded, items: list[Item], alone: bool) -> list[dict[str, Any]]:
+        """One forward pass. A version with an inference graph runs on a free lane, unless the pass is ``alone``
+        (its request's only one, nothing else running or waiting): then on all threads, the fastest for one pass.
+        Other versions run on all threads."""
+        from deeptrain.inference import runs_on_one_thread
+
+        on_lane = runs_on_one_thread(loaded) and not (alone and self.pending == 0)
+        async with self._place(on_lane) as executor:
+            begin = time.perf_counter()
+            self.counter.started()
+            try:
+                out = await asyncio.get_running_loop().run_in_executor(executor, predict_items, loaded, items)
+            finally:
+                self.counter.add(len(items), time.perf_counter() - begin, on_lane)
         return out
+
+    async def _run(self, loaded, items: list[Item]) -> list[dict[str, Any]]:
+        """``items`` in forward passes of ``forward_size``, as many at once as there are free lanes."""
+        step = self.forward_size(loaded)
+        chunks = [items[start:start + step] for start in range(0, len(items), step)]
+        parts = await asyncio.gather(*(self._forward(loaded, chunk, len(chunks) == 1) for chunk in chunks))
+        return [out for part in parts for out in part]
 
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
         """A batch of lone images (``self.batcher``), each version's in forward passes of its own."""

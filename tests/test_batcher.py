@@ -56,3 +56,28 @@ def test_a_caller_that_gave_up_is_left_out_and_an_error_reaches_every_caller_of_
 
     run(main())
     assert seen == [[0], [2, 99], [3]]
+
+
+def test_with_two_lanes_a_second_batch_runs_beside_the_first_and_the_third_forms_when_one_ends():
+    seen: list[list[int]] = []
+    running, most = [0], [0]
+
+    async def model(batch: list[int]) -> list[int]:
+        seen.append(batch)
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        await asyncio.sleep(0.05)
+        running[0] -= 1
+        return [x + 100 for x in batch]
+
+    async def main():
+        batcher = Batcher(model, max_size=4, concurrency=2)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.01)  # the first batch runs; the second lane is free: the next request runs at once
+        second = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.01)  # both lanes busy: these queue and form one batch when a lane frees
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(2, 6)]
+        return await asyncio.gather(first, second, *rest)
+
+    assert run(main()) == [100, 101, 102, 103, 104, 105]
+    assert seen == [[0], [1], [2, 3, 4, 5]] and most[0] == 2

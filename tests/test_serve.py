@@ -255,6 +255,42 @@ def test_concurrent_requests_form_batches(served, fashion_small):
     assert items == 96 and items / batches > 1, (before, after)
 
 
+def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(served, fashion_small, served_threads):
+    """A Predictor with two torch threads: a lone image runs on both; images that queue run on its two lanes at
+    once (its counter says so), each one-thread forward answering as the offline prediction does."""
+    import asyncio
+
+    from serve.predictor import Predictor
+
+    client, version, _ = served
+    datas = [f.read_bytes() for f in sorted((fashion_small / "test").rglob("*.png"))[:8]]
+    loaded = client.load_version("fashion", "clf", version["id"])
+    # one image a forward (32 x 32 pixels a batch), so that queued images make several forwards
+    env = {**client.settings.as_env(), "DEEPTRAIN_SERVE_MAX_BATCH_PIXELS": str(32 * 32)}
+    predictor = Predictor.func_or_class(env, torch_threads=2)
+
+    async def get_model(artifacts: str):  # the version, loaded here (Serve's multiplexing needs a replica)
+        assert artifacts == version["artifacts"]
+        return loaded
+    predictor.get_model = get_model
+
+    async def main():
+        alone = await predictor.predict_many(version["artifacts"], datas[:1])
+        lone_stats = predictor.stats()
+        queued = await asyncio.gather(*(predictor.predict_many(version["artifacts"], [d]) for d in datas * 4))
+        many = await predictor.predict_many(version["artifacts"], datas)
+        return alone, lone_stats, [out for [out] in queued], many
+
+    alone, lone_stats, queued, many = asyncio.run(main())
+    assert lone_stats["on_lanes"] == 0 and lone_stats["batches"] == 1  # a lone forward took both threads
+    stats = predictor.stats()
+    assert stats["on_lanes"] == 32 + 8 and stats["most_at_once"] == 2 and stats["items"] == 1 + 32 + 8, stats
+    offline = client.predict("fashion", "clf", datas, version_id=version["id"])
+    for out, ref in zip(alone + queued + many, offline[:1] + offline * 4 + offline):
+        scores = {c["id"]: c["value"] for c in out["concepts"]}
+        assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
+
+
 def test_a_request_of_128_inputs_answers_in_input_order(served, fashion_small, served_threads):
     client, version, http = served
     files = sorted((fashion_small / "test").rglob("*.png"))

@@ -45,6 +45,25 @@ def test_failed_write_publishes_nothing(storage):
     assert list(storage.list(TMP_PREFIX)) == []
 
 
+@pytest.mark.parametrize("fault", ["write", "rename"])
+def test_a_local_write_that_fails_leaves_nothing_and_names_the_key_not_the_root(tmp_path, monkeypatch, fault):
+    import os
+
+    storage = Storage(str(tmp_path / "root"))
+    storage.put_bytes("kept.bin", b"kept")
+
+    def full_disk(*args):  # a full disk is a fault this test cannot cause
+        raise OSError(28, "No space left on device", str(tmp_path / "root" / TMP_PREFIX / "obj.bin"))
+
+    monkeypatch.setattr(os, {"write": "write", "rename": "replace"}[fault], full_disk)
+    with pytest.raises(StorageError, match="storage failed on 'w/obj.bin'") as failed:
+        storage.put_immutable("w/obj.bin", b"x" * 1000)
+    monkeypatch.undo()
+    assert str(tmp_path) not in str(failed.value)
+    root = tmp_path / "root"
+    assert [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()] == ["kept.bin"]
+
+
 def test_overwrite_is_atomic_replace(storage):
     storage.put_bytes("k.bin", b"old")
     storage.put_bytes("k.bin", b"new")
