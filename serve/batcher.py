@@ -21,10 +21,12 @@ R = TypeVar("R")
 class Batcher(Generic[T, R]):
     """``await submit(item)`` -> its result from ``run(batch)`` (one result per item, in order). At most
     ``concurrency`` batches run at a time (one per forward the model can run side by side): the next batch forms
-    when one of them ends, from everything queued meanwhile. A caller that gave up (cancelled) before its batch
-    formed is left out of it."""
+    when one of them ends, from what queued meanwhile, up to ``max_size`` items (a number, or a function of the
+    batch's first item: its version's forward size). A caller that gave up (cancelled) before its batch formed is
+    left out of it."""
 
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_size: int, concurrency: int = 1):
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_size: int | Callable[[T], int],
+                 concurrency: int = 1):
         self.run, self.max_size, self.concurrency = run, max_size, concurrency
         self.queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self.free: asyncio.Semaphore | None = None
@@ -40,10 +42,15 @@ class Batcher(Generic[T, R]):
         self.queue.put_nowait((item, future))
         return await future
 
+    def waiting(self) -> int:
+        """Items queued for a batch that has not formed yet."""
+        return self.queue.qsize() if self.queue is not None else 0
+
     def _drain(self, first: tuple[T, asyncio.Future[R]]) -> list[tuple[T, asyncio.Future[R]]]:
         assert self.queue is not None
         batch = [first]
-        while len(batch) < self.max_size and not self.queue.empty():
+        limit = self.max_size(first[0]) if callable(self.max_size) else self.max_size
+        while len(batch) < limit and not self.queue.empty():
             batch.append(self.queue.get_nowait())
         return [(item, future) for item, future in batch if not future.done()]
 

@@ -124,8 +124,11 @@ class Predictor:
         self.lanes_free = asyncio.Semaphore(self.threads)  # forwards on the lanes now, at most one a lane
         self.pending = 0  # forward passes running or waiting
         self.team_turn = asyncio.Lock()  # a forward on all threads waits for every lane, one such forward at a time
-        # lone images of concurrent requests, batched: a batch forms whenever a lane is free
-        self.batcher = Batcher(self._batched, MAX_BATCH, concurrency=self.threads)
+        # lone images of concurrent requests, batched: a batch forms whenever a lane is free, of at most one
+        # forward of its version (a larger one would hold every answer until its last forward ends)
+        self.forward_sizes: dict[str, int] = {}  # artifacts -> forward_size, known once the version is loaded
+        self.batcher = Batcher(self._batched, lambda item: self.forward_sizes.get(item.artifacts, MAX_BATCH),
+                               concurrency=self.threads)
         # Loading a version and the forwards of eager models run on ONE thread with all the threads: OpenMP gives
         # each thread that runs a parallel region a team of its own, and once a process has more OpenMP threads
         # than cores, libgomp's idle threads stop spinning and sleep after every operator (GOMP's "throttled"
@@ -181,8 +184,8 @@ class Predictor:
 
     async def _forward(self, loaded, items: list[Item], alone: bool) -> list[dict[str, Any]]:
         """One forward pass. A version with an inference graph runs on a free lane, unless the pass is ``alone``
-        (its request's only one, nothing else running or waiting): then on all threads, the fastest for one pass.
-        Other versions run on all threads."""
+        (its request's only one, no request queued, no other pass running or waiting): then on all threads, the
+        fastest for one pass. Other versions run on all threads."""
         from deeptrain.inference import runs_on_one_thread
 
         on_lane = runs_on_one_thread(loaded) and not (alone and self.pending == 0)
@@ -195,11 +198,13 @@ class Predictor:
                 self.counter.add(len(items), time.perf_counter() - begin, on_lane)
         return out
 
-    async def _run(self, loaded, items: list[Item]) -> list[dict[str, Any]]:
-        """``items`` in forward passes of ``forward_size``, as many at once as there are free lanes."""
+    async def _run(self, loaded, items: list[Item], alone: bool) -> list[dict[str, Any]]:
+        """``items`` in forward passes of ``forward_size``, as many at once as there are free lanes; ``alone``:
+        no other request waits for this replica's batcher."""
         step = self.forward_size(loaded)
         chunks = [items[start:start + step] for start in range(0, len(items), step)]
-        parts = await asyncio.gather(*(self._forward(loaded, chunk, len(chunks) == 1) for chunk in chunks))
+        alone = alone and len(chunks) == 1
+        parts = await asyncio.gather(*(self._forward(loaded, chunk, alone) for chunk in chunks))
         return [out for part in parts for out in part]
 
     async def _batched(self, items: list[Item]) -> list[dict[str, Any]]:
@@ -209,7 +214,8 @@ class Predictor:
             by_version.setdefault(item.artifacts, []).append(i)
         results: list[dict[str, Any]] = [{}] * len(items)
         for artifacts, idx in by_version.items():
-            outs = await self._run(await self.get_model(artifacts), [items[i] for i in idx])
+            outs = await self._run(await self.get_model(artifacts), [items[i] for i in idx],
+                                   alone=len(by_version) == 1 and self.batcher.waiting() == 0)
             for i, out in zip(idx, outs):
                 results[i] = out
         return results
@@ -226,9 +232,11 @@ class Predictor:
         budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
         deadline = time.monotonic() + budget
         items = [Item(artifacts, data, threshold, top_k, deadline) for data in images]
+        loaded = await self.get_model(artifacts)
         if len(items) == 1:
+            self.forward_sizes[artifacts] = self.forward_size(loaded)
             return [await self.batcher.submit(items[0])]
-        return await self._run(await self.get_model(artifacts), items)
+        return await self._run(loaded, items, alone=self.batcher.waiting() == 0)
 
     def stats(self) -> dict[str, Any]:
         """The batch sizes this replica ran so far."""

@@ -81,3 +81,22 @@ def test_with_two_lanes_a_second_batch_runs_beside_the_first_and_the_third_forms
 
     assert run(main()) == [100, 101, 102, 103, 104, 105]
     assert seen == [[0], [1], [2, 3, 4, 5]] and most[0] == 2
+
+
+def test_a_batch_takes_at_most_the_forward_size_of_its_first_item():
+    seen: list[list[int]] = []
+
+    async def model(batch: list[int]) -> list[int]:
+        seen.append(batch)
+        await asyncio.sleep(0.02)
+        return batch
+
+    async def main():
+        batcher = Batcher(model, max_size=lambda first: 1 if first >= 100 else 3)  # e.g. 256 px vs 32 px versions
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.005)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in (100, 101, 1, 2, 3, 4)]
+        return await asyncio.gather(first, *rest)
+
+    assert run(main()) == [0, 100, 101, 1, 2, 3, 4]
+    assert seen == [[0], [100], [101], [1, 2, 3], [4]]

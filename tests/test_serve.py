@@ -284,7 +284,8 @@ def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(s
     alone, lone_stats, queued, many = asyncio.run(main())
     assert lone_stats["on_lanes"] == 0 and lone_stats["batches"] == 1  # a lone forward took both threads
     stats = predictor.stats()
-    assert stats["on_lanes"] == 32 + 8 and stats["most_at_once"] == 2 and stats["items"] == 1 + 32 + 8, stats
+    # every forward but the last queued image's (nothing queued behind it: it may take both threads) ran on a lane
+    assert stats["on_lanes"] >= 32 + 8 - 1 and stats["most_at_once"] == 2 and stats["items"] == 1 + 32 + 8, stats
     offline = client.predict("fashion", "clf", datas, version_id=version["id"])
     for out, ref in zip(alone + queued + many, offline[:1] + offline * 4 + offline):
         scores = {c["id"]: c["value"] for c in out["concepts"]}
