@@ -68,6 +68,7 @@ def wrk(url: str, path: str, key: str, bodies: list[str], concurrency: int, seco
     return {"concurrency": concurrency, "requests": ok, "errors": summary["status_errors"] + summary["socket_errors"],
             "seconds": summary["duration_us"] / 1e6, "rps": ok / (summary["duration_us"] / 1e6),
             "p50_ms": summary["p50_us"] / 1000, "p99_ms": summary["p99_us"] / 1000,
+            "mean_ms": summary["mean_us"] / 1000,
             "generator_cpu_share": cpu / wall / os.cpu_count()}
 
 
