@@ -44,9 +44,12 @@ def world(tmp_path_factory):
 def _operations() -> list[tuple[str, str, str | None, str]]:
     from deeptrain.config import Settings
 
-    # the OpenAPI document needs no data, only a home of its own (never a fixed path another run may share)
-    env = {"DEEPTRAIN_HOME": tempfile.mkdtemp(prefix="deeptrain-openapi-")}
-    doc = control_api(Services(Context.from_settings(Settings.from_env(env=env)))).openapi()
+    # the OpenAPI document needs no data, only a home of its own (never a fixed path another run may share),
+    # removed once the document is made (collection runs this at import: no fixture's tmp_path yet)
+    with tempfile.TemporaryDirectory(prefix="deeptrain-openapi-", ignore_cleanup_errors=True) as home:
+        ctx = Context.from_settings(Settings.from_env(env={"DEEPTRAIN_HOME": home}))
+        doc = control_api(Services(ctx)).openapi()
+        ctx.store.engine.dispose()
     ops = [(method.upper(), path, None if op["x-deeptrain-scope"] == "none" else op["x-deeptrain-scope"],
             op["x-deeptrain-need"])
            for path, item in doc["paths"].items() for method, op in item.items()]
