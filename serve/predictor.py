@@ -36,6 +36,7 @@ MAX_MODELS_PER_REPLICA = Settings.from_env().serve_max_models
 
 class Item(NamedTuple):
     artifacts: str  # the version's artifact prefix
+    loaded: Any  # that version, loaded (``get_model``)
     data: bytes
     threshold: float | None
     top_k: int | None
@@ -126,9 +127,7 @@ class Predictor:
         self.team_turn = asyncio.Lock()  # a forward on all threads waits for every lane, one such forward at a time
         # lone images of concurrent requests, batched: a batch forms whenever a lane is free, of at most one
         # forward of its version (a larger one would hold every answer until its last forward ends)
-        self.forward_sizes: dict[str, int] = {}  # artifacts -> forward_size, known once the version is loaded
-        self.batcher = Batcher(self._batched, lambda item: self.forward_sizes.get(item.artifacts, MAX_BATCH),
-                               concurrency=self.threads)
+        self.batcher = Batcher(self._batched, lambda item: self.forward_size(item.loaded), concurrency=self.threads)
         # Loading a version and the forwards of eager models run on ONE thread with all the threads: OpenMP gives
         # each thread that runs a parallel region a team of its own, and once a process has more OpenMP threads
         # than cores, libgomp's idle threads stop spinning and sleep after every operator (GOMP's "throttled"
@@ -214,7 +213,7 @@ class Predictor:
             by_version.setdefault(item.artifacts, []).append(i)
         results: list[dict[str, Any]] = [{}] * len(items)
         for artifacts, idx in by_version.items():
-            outs = await self._run(await self.get_model(artifacts), [items[i] for i in idx],
+            outs = await self._run(items[idx[0]].loaded, [items[i] for i in idx],
                                    alone=len(by_version) == 1 and self.batcher.waiting() == 0)
             for i, out in zip(idx, outs):
                 results[i] = out
@@ -231,10 +230,9 @@ class Predictor:
         (``serve_max_models``)."""
         budget = self.ctx.settings.request_timeout_s if budget_s is None else budget_s
         deadline = time.monotonic() + budget
-        items = [Item(artifacts, data, threshold, top_k, deadline) for data in images]
         loaded = await self.get_model(artifacts)
+        items = [Item(artifacts, loaded, data, threshold, top_k, deadline) for data in images]
         if len(items) == 1:
-            self.forward_sizes[artifacts] = self.forward_size(loaded)
             return [await self.batcher.submit(items[0])]
         return await self._run(loaded, items, alone=self.batcher.waiting() == 0)
 
