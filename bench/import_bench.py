@@ -145,7 +145,8 @@ def remote_vs_embedded(work: Path, folder: Path, n: int) -> tuple[float, float]:
     embedded_env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPTRAIN_")}
     embedded = cli_import({**embedded_env, "DEEPTRAIN_HOME": str(work / "home-cli")}, folder, n)
     with deeptrain_server(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-remote")})) as (url, key):
-        remote = cli_import(remote_env(url, key), folder, n)
+        (work / "client-home").mkdir(exist_ok=True)
+        remote = cli_import(remote_env(url, key, home=str(work / "client-home")), folder, n)
     return remote, embedded
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # hermetic weight caches: the templates' default init_from (imagenet-if-available) must not pick up whatever a
 # developer's ~/.cache/huggingface or ~/.cache/torch holds (tests that need a cache fabricate one)
 _CACHES = tempfile.mkdtemp(prefix="deeptrain-test-caches-")
+atexit.register(shutil.rmtree, _CACHES, ignore_errors=True)
 os.environ["HF_HOME"], os.environ["TORCH_HOME"] = f"{_CACHES}/huggingface", f"{_CACHES}/torch"
 for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
     os.environ.pop(_var, None)

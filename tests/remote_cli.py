@@ -18,11 +18,13 @@ from typing import Iterator
 from deeptrain.config import Settings
 
 
-def remote_env(api_url: str, api_key: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+def remote_env(api_url: str, api_key: str | None, extra: dict[str, str] | None = None,
+               home: str | None = None) -> dict[str, str]:
     """The environment of a remote client: this one without any ``DEEPTRAIN_*`` (no store, storage or home of
-    its own reaches it; its home is an empty temporary folder) plus the server's URL and key."""
+    its own reaches it; its home is ``home``, an empty folder the caller removes, else a fresh temporary one)
+    plus the server's URL and key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPTRAIN_") and not k.startswith("AWS_")}
-    env.update(DEEPTRAIN_API_URL=api_url, DEEPTRAIN_HOME=tempfile.mkdtemp(prefix="deeptrain-remote-home-"))
+    env.update(DEEPTRAIN_API_URL=api_url, DEEPTRAIN_HOME=home or tempfile.mkdtemp(prefix="deeptrain-remote-home-"))
     if api_key:
         env["DEEPTRAIN_API_KEY"] = api_key
     return {**env, **(extra or {})}
@@ -31,8 +33,10 @@ def remote_env(api_url: str, api_key: str | None, extra: dict[str, str] | None =
 def run_remote_cli(api_url: str, api_key: str | None, *args: str, check: bool = False, timeout: float = 600,
                    env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real ``deeptrain`` command in a subprocess against the server at ``api_url``."""
-    proc = subprocess.run([sys.executable, "-m", "deeptrain.cli.main", *args], env=remote_env(api_url, api_key, env),
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    with tempfile.TemporaryDirectory(prefix="deeptrain-remote-home-") as home:
+        proc = subprocess.run([sys.executable, "-m", "deeptrain.cli.main", *args],
+                              env=remote_env(api_url, api_key, env, home=home),
+                              capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"remote deeptrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n"
                              f"{proc.stderr}")
