@@ -157,7 +157,10 @@ def serving(work: Path, images: list[bytes], image_size: int, args) -> dict:
 
     from serve.app import start, stop
 
-    client = Client(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / f"home-{image_size}")}))
+    env = {"DEEPTRAIN_HOME": str(work / f"home-{image_size}")}
+    if args.max_batch_pixels:
+        env["DEEPTRAIN_SERVE_MAX_BATCH_PIXELS"] = str(args.max_batch_pixels)
+    client = Client(Settings.from_env(env=env))
     client.create_app("bench")
     client.import_inputs("bench", work / "train", format="imagefolder", split="train")
     client.import_inputs("bench", work / "test", format="imagefolder", split="test")
@@ -273,6 +276,8 @@ def main() -> None:
     parser.add_argument("--predictor-cpus", type=float, default=1, help="CPUs the Predictor replica reserves")
     parser.add_argument("--model-in-gateway", action="store_true",
                         help="serve with the model in the gateway's replica (one hop) instead of a Predictor")
+    parser.add_argument("--max-batch-pixels", type=int,
+                        help="the server's serve_max_batch_pixels (default: the setting's default)")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the replicas at C=32 here")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,22 @@ def test_train_two_workers_artifacts_predict_evaluate(client, ray_cluster, fashi
     on_val = client.evaluate("fashion", "clf", v["id"], split="val")
     assert on_val["split"] == "validation" and on_val["metrics"]["top1"] == pytest.approx(validation["top1"], abs=1e-6)
     assert client.report("fashion", "clf", v["id"])["plots"]
+    # the run's controller is let go once fit returns (Ray Train's Ctrl-C handler would otherwise hold it, and
+    # with it its dataset manager, for as long as this process runs)
+    assert _live_actors_named({"TrainController", "DatasetManager", "SplitCoordinator"}, within_s=30) == []
+
+
+def _live_actors_named(names: set[str], within_s: float) -> list[str]:
+    """The live actors of these classes, after waiting up to ``within_s`` for them to go."""
+    from ray._private import state
+
+    deadline = time.monotonic() + within_s
+    while True:
+        live = sorted(a["ActorClassName"] for a in state.actors().values()
+                      if a["State"] != "DEAD" and a["ActorClassName"] in names)
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.5)
 
 
 def test_bad_training_requests_are_refused_before_any_worker(local_client, fashion_small):

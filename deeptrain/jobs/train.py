@@ -8,6 +8,8 @@ records failures, and writes the artifacts and report from the last checkpoint.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +83,22 @@ def track(ctx: Context, key: tuple[str, str, str], history: list[dict[str, Any]]
                                                              "tracking_warnings": warnings})
 
 
+@contextmanager
+def sigint_handler_restored() -> Iterator[None]:
+    """Put the process's SIGINT handler back after ``trainer.fit()``. On the main thread Ray Train installs
+    its own (Ctrl-C aborts the run), a closure over the run's controller actor that stays installed after
+    ``fit`` returns: the controller, its dataset manager and split coordinator then live (and poll) for as
+    long as the process, e.g. beside the models a process trains and then serves."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def scaling_config(params: HyperParams, resources: WorkerResources):
     """Ray Train's ScalingConfig; GPU use is decided from the cluster (see ``cluster_use_gpu``)."""
     import ray.train
@@ -149,7 +167,8 @@ def run_version(ctx: Context, app_id: str, model_id: str, version_id: str, plan:
         trainer = _trainer(ctx, key, model["task"], model["template"], plan, version["artifacts"],
                            list(callbacks or []))
         model_service.update_version(ctx, *key, status="training", error=None, cancel_requested=False)
-        result = trainer.fit()
+        with sigint_handler_restored():
+            result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
         state = load_checkpoint_state(result.checkpoint)
