@@ -139,15 +139,20 @@ def levels(url: str, key: str, images: list[bytes], args, stats=None, profile_di
     for c in CONCURRENCY:
         before = stats() if stats else None
         spies = serve_load.profile(args.seconds, profile_dir) if profile_dir and c == CONCURRENCY[-1] else []
+        cpu_before = serve_load.cpu_snapshot()
         level = serve_load.wrk(url, PATH, key, one, c, args.seconds)
+        cpu_after = serve_load.cpu_snapshot()
         for spy in spies:
             spy.wait(timeout=120)
         after = stats() if stats else None
         level["mean_batch_size"] = level["forward_ms"] = None
+        forward_cpu = None
         if before and after and after["batches"] > before["batches"]:
             batches = after["batches"] - before["batches"]
             level["mean_batch_size"] = (after["items"] - before["items"]) / batches
             level["forward_ms"] = 1000 * (after["seconds"] - before["seconds"]) / batches  # a pass in the replica
+            forward_cpu = after.get("cpu_seconds", 0.0) - before.get("cpu_seconds", 0.0)
+        level["cpu_shares"] = serve_load.cpu_shares(cpu_before, cpu_after, forward_cpu)
         found.append(level)
     return found
 
@@ -248,6 +253,8 @@ def report(results: dict, floor: list[dict], layout: str) -> None:
                   f"{lv['p50_ms'] - base['single_p50_ms']:9.1f} {lv['mean_batch_size'] or float('nan'):6.1f} "
                   f"{lv['forward_ms'] or float('nan'):7.1f} "
                   f"{lv['generator_cpu_share']:8.1%}")
+        print("where the cores went at C=32: " + ", ".join(
+            f"{name} {share:.1%}" for name, share in r["levels"][-1]["cpu_shares"].items()))
         many = r["many_inputs"]
         print(f"{MANY} inputs a request (C=1): {many['ips']:.1f} images/s = {many['ips'] / base['batched_ips']:.2f} "
               f"x bare batched, p50 {many['p50_ms']:.1f} ms")
@@ -265,7 +272,8 @@ def report(results: dict, floor: list[dict], layout: str) -> None:
     print("\nno-op Serve app (same shape and actor options, no store, no decode, no model):")
     for lv in floor:
         print(f"C={lv['concurrency']:>2}: {lv['rps']:.1f} requests/s, p50 {lv['p50_ms']:.1f} ms, p99 "
-              f"{lv['p99_ms']:.1f} ms, wrk cpu {lv['generator_cpu_share']:.1%}")
+              f"{lv['p99_ms']:.1f} ms, wrk cpu {lv['generator_cpu_share']:.1%}; cores: " + ", ".join(
+                  f"{name} {share:.1%}" for name, share in lv["cpu_shares"].items()))
 
 
 def main() -> None:

@@ -110,6 +110,41 @@ def noop_app(predictor_cpus: float, one_hop: bool = False):
     return NoopGateway.bind() if one_hop else NoopGateway.bind(NoopPredictor.bind())
 
 
+def cpu_snapshot() -> dict:
+    """CPU seconds so far of every process by pid (with the part of its title that names it), and the machine's
+    idle seconds: two snapshots around a level give where the cores went (``cpu_shares``)."""
+    import psutil
+
+    procs = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is not None:
+            procs[proc.info["pid"]] = (" ".join(proc.info["cmdline"] or [])[:120], times.user + times.system)
+    return {"procs": procs, "idle": psutil.cpu_times().idle, "at": time.perf_counter()}
+
+
+def cpu_shares(before: dict, after: dict, forward_cpu_s: float | None = None) -> dict[str, float]:
+    """Where the machine's cores went between two ``cpu_snapshot``s, as shares of all of them: the Serve
+    replicas (``forwards``: the CPU the Predictor's counter says its forward passes took, decode included;
+    ``replica other``: the rest of those processes, Ray Serve's request handling and ours), the HTTP proxy,
+    the rest of Ray (controller, GCS, raylet, agents, the bench's driver) and idle; wrk (started and gone
+    in between) is the level's ``generator_cpu_share``."""
+    total = (after["at"] - before["at"]) * (os.cpu_count() or 1)
+    groups = {"replicas": 0.0, "proxy": 0.0, "ray and the rest": 0.0}
+    for pid, (title, cpu) in after["procs"].items():
+        if pid not in before["procs"]:
+            continue
+        used = cpu - before["procs"][pid][1]
+        group = "replicas" if "ServeReplica" in title else "proxy" if "ProxyActor" in title else "ray and the rest"
+        groups[group] += used
+    shares = {name: used / total for name, used in groups.items()}
+    if forward_cpu_s is not None:
+        shares["forwards"] = forward_cpu_s / total
+        shares["replica other"] = shares.pop("replicas") - shares["forwards"]
+    shares["idle"] = (after["idle"] - before["idle"]) / total
+    return shares
+
+
 def replica_pids() -> dict[str, int]:
     """The PIDs of the live Serve actors (proxy, gateway, predictor), by the process titles Ray gives them."""
     import psutil
