@@ -31,6 +31,8 @@ def test_each_classifier_and_embedder_predicts_through_a_graph_equal_to_its_mode
     model = _built(template, size)
     graph = inference_graph(model, template.task, size)
     assert isinstance(graph, InferenceGraph)
+    # frozen TorchScript: one call into C++ that lets go of the GIL for the whole forward
+    assert isinstance(graph.module, torch.jit.ScriptModule)
     with torch.no_grad():
         for batch in (2, 5):  # other batch sizes than the ones it was checked on
             x = torch.randn(batch, 3, size, size)
