@@ -146,7 +146,7 @@ def remote_vs_embedded(work: Path, folder: Path, n: int) -> tuple[float, float]:
     embedded = cli_import({**embedded_env, "DEEPTRAIN_HOME": str(work / "home-cli")}, folder, n)
     with deeptrain_server(Settings.from_env(env={"DEEPTRAIN_HOME": str(work / "home-remote")})) as (url, key):
         (work / "client-home").mkdir(exist_ok=True)
-        remote = cli_import(remote_env(url, key, home=str(work / "client-home")), folder, n)
+        remote = cli_import(remote_env(url, key, str(work / "client-home")), folder, n)
     return remote, embedded
 
 

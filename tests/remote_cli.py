@@ -18,13 +18,11 @@ from typing import Iterator
 from deeptrain.config import Settings
 
 
-def remote_env(api_url: str, api_key: str | None, extra: dict[str, str] | None = None,
-               home: str | None = None) -> dict[str, str]:
+def remote_env(api_url: str, api_key: str | None, home: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a remote client: this one without any ``DEEPTRAIN_*`` (no store, storage or home of
-    its own reaches it; its home is ``home``, an empty folder the caller removes, else a fresh temporary one)
-    plus the server's URL and key."""
+    its own reaches it; its home is ``home``, an empty folder the caller removes) plus the server's URL and key."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPTRAIN_") and not k.startswith("AWS_")}
-    env.update(DEEPTRAIN_API_URL=api_url, DEEPTRAIN_HOME=home or tempfile.mkdtemp(prefix="deeptrain-remote-home-"))
+    env.update(DEEPTRAIN_API_URL=api_url, DEEPTRAIN_HOME=home)
     if api_key:
         env["DEEPTRAIN_API_KEY"] = api_key
     return {**env, **(extra or {})}
@@ -35,7 +33,7 @@ def run_remote_cli(api_url: str, api_key: str | None, *args: str, check: bool = 
     """Run the real ``deeptrain`` command in a subprocess against the server at ``api_url``."""
     with tempfile.TemporaryDirectory(prefix="deeptrain-remote-home-") as home:
         proc = subprocess.run([sys.executable, "-m", "deeptrain.cli.main", *args],
-                              env=remote_env(api_url, api_key, env, home=home),
+                              env=remote_env(api_url, api_key, home, env),
                               capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"remote deeptrain {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n"
