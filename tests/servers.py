@@ -348,7 +348,8 @@ def _weed_cmd(weed: str, root: Path, ports: dict[str, int], config: Path) -> lis
     for name in _WEED_PORTS:
         args[name.replace(".grpc", ".port.grpc") if name.endswith(".grpc") else f"{name}.port"] = \
             ports[name]
-    return [weed, "mini", *(f"-{k}={v}" for k, v in args.items())]
+    # -logdir (a global flag, before the command): glog otherwise writes weed.* files into /tmp on every start
+    return [weed, f"-logdir={root}", "mini", *(f"-{k}={v}" for k, v in args.items())]
 
 
 def _s3_ready(server: S3Server) -> None:
