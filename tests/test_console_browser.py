@@ -104,6 +104,21 @@ def find(driver, css: str, timeout: float = 20.0):
     return wait_for(f"element {css}", lambda: _visible(driver, css), timeout)
 
 
+def attribute(driver, css: str, name: str, timeout: float = 20.0) -> str:
+    """``name`` of the first visible ``css`` element, read in the same try as the lookup: a page that re-renders
+    between finding an element and reading it (a live table) makes a found element stale."""
+    def read():
+        element = _visible(driver, css)
+        return element.get_attribute(name) if element is not None else None
+
+    return wait_for(f"{name} of {css}", read, timeout)
+
+
+def click(driver, css: str, timeout: float = 20.0) -> None:
+    """Click the first visible ``css`` element, looking it up again if the page re-rendered it meanwhile."""
+    wait_for(f"a click on {css}", lambda: _visible(driver, css).click() or True, timeout)
+
+
 def _visible(driver, css: str):
     found = driver.find_elements(*by(css))
     # a file input is hidden behind its button: present is enough
@@ -325,8 +340,7 @@ def test_create_a_resnext_model_from_the_form_and_watch_it_train(server, browser
     _model_form(browser, server, MODEL, {"image_size": "32", "num_epochs": "2", "batch_size": "16",
                                          "num_items_per_epoch": "320", "lrate": "0.05"})
     wait_for("the model page", lambda: browser.current_url.endswith(f"/models/{MODEL}"), timeout=60)
-    version_row = find(browser, "#versions tr[data-version]", timeout=60)
-    version_id = version_row.get_attribute("data-version")
+    version_id = attribute(browser, "#versions tr[data-version]", "data-version", timeout=60)
     updates: set[str] = set()
 
     def trained() -> bool:
@@ -366,8 +380,8 @@ def test_the_evaluation_page_shows_metrics_confusion_and_the_mistakes(server, br
     mistakes = browser.find_elements(*by("#mistakes .mistake"))
     assert details["num_mistakes"] > 0 and mistakes, "a 2-epoch model on 200 images makes mistakes"
     screenshot(browser, "10-evaluation")
-    first = mistakes[0].get_attribute("data-input")
-    mistakes[0].click()
+    first = attribute(browser, "#mistakes .mistake", "data-input")
+    click(browser, f'#mistakes .mistake[data-input="{first}"]')
     wait_for("the labeller of the mistake", lambda: f"/inputs/{first}" in browser.current_url)
     find(browser, "#stage img#image")
     assert not js_errors(browser)
@@ -383,11 +397,11 @@ def test_predict_an_uploaded_image_shows_the_top_concept(server, browser, images
     wait_for("the model offered", lambda: any(MODEL in (o.get_attribute("value") or "") for o in
                                              Select(browser.find_element(*by("#predict-model"))).options))
     browser.find_element(*by("#predict-file")).send_keys(str(sample))
-    top = wait_for("predictions", lambda: browser.find_element(*by("#predictions li.prediction")), timeout=120)
+    top = attribute(browser, "#predictions li.prediction", "data-concept", timeout=120)
     body = {"inputs": [{"data": {"image": {"base64": base64.b64encode(sample.read_bytes()).decode()}}}]}
     expected = api(server, "POST", f"/v2/apps/{APP}/models/{MODEL}/outputs", json=body)
     best = expected["outputs"][0]["data"]["concepts"][0]["id"]
-    assert top.get_attribute("data-concept") == best
+    assert top == best
     screenshot(browser, "11-predict")
 
 
