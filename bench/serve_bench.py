@@ -24,6 +24,7 @@ Targets (issue #23, 2 cores): C=32 images/s >= 0.85 x bare batched at 256, >= 0.
 
     python bench/serve_bench.py [--image-size 256 128 32] [--seconds 12] [--json out.json]
                                 [--predictor-cpus 2] [--model-in-gateway]   # one hop: the model in the gateway
+                                [--ingress haproxy]   # HAProxy takes HTTP instead of Serve's proxy actor
                                 [--profile DIR]   # py-spy on the replicas during C=32 at each size
 
 Search at 1,000,000 vectors: ``bench/search_bench.py``.
@@ -177,7 +178,7 @@ def serving(work: Path, images: list[bytes], image_size: int, args) -> dict:
     base = bare(client.load_version("bench", "clf"), images, args.rounds, lanes=max(1, int(args.predictor_cpus)))
     key = client.create_key("bench", ["predict"])["key"]
     url = start(client.settings, "127.0.0.1", _free_port(), predictor_cpus=args.predictor_cpus,
-                model_in_gateway=args.model_in_gateway)
+                model_in_gateway=args.model_in_gateway, ingress=args.ingress)
     try:
         handle = serve.get_deployment_handle("Gateway", app_name="deeptrain")
 
@@ -284,6 +285,8 @@ def main() -> None:
     parser.add_argument("--predictor-cpus", type=float, default=1, help="CPUs the Predictor replica reserves")
     parser.add_argument("--model-in-gateway", action="store_true",
                         help="serve with the model in the gateway's replica (one hop) instead of a Predictor")
+    parser.add_argument("--ingress", choices=["proxy", "haproxy"], default="proxy",
+                        help="what takes HTTP: Ray Serve's proxy actor or HAProxy (serve/ingress.py), for both apps")
     parser.add_argument("--max-batch-pixels", type=int,
                         help="the server's serve_max_batch_pixels (default: the setting's default)")
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the replicas at C=32 here")
@@ -293,6 +296,9 @@ def main() -> None:
 
     import ray
 
+    from serve.ingress import local_ray_env
+
+    os.environ.update(local_ray_env(args.ingress))  # read by Ray's processes when they start
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     work = Path(tempfile.mkdtemp(prefix="deeptrain-serve-bench-"))
     try:
@@ -305,7 +311,8 @@ def main() -> None:
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    layout = "model in the gateway, one hop" if args.model_in_gateway else "gateway -> Predictor, two hops"
+    layout = ("model in the gateway, one hop" if args.model_in_gateway else "gateway -> Predictor, two hops") + (
+        ", HAProxy ingress" if args.ingress == "haproxy" else ", Ray Serve's HTTP proxy")
     report(results, floor, layout)
     failed = {f"{size} C={lv['concurrency']}": lv["errors"] for size, r in results.items()
               for lv in [*r["levels"], r["many_inputs"]] if lv["errors"]}

@@ -135,7 +135,8 @@ def cpu_shares(before: dict, after: dict, forward_cpu_s: float | None = None) ->
         if pid not in before["procs"]:
             continue
         used = cpu - before["procs"][pid][1]
-        group = "replicas" if "ServeReplica" in title else "proxy" if "ProxyActor" in title else "ray and the rest"
+        group = ("replicas" if "ServeReplica" in title else "proxy" if any(
+            name in title for name in ("ProxyActor", "HAProxyManager", "haproxy")) else "ray and the rest")
         groups[group] += used
     shares = {name: used / total for name, used in groups.items()}
     if forward_cpu_s is not None:

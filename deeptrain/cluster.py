@@ -27,7 +27,10 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return {**env, **settings.as_env()}
 
 
-def ensure_ray() -> None:
+def ensure_ray(env: dict[str, str] | None = None) -> None:
+    """Connect to ``RAY_ADDRESS`` or start a local cluster (once a process). ``env``: variables a local cluster
+    starts with, unless this process already has them (Ray's processes inherit its environment and read their own
+    switches when they start: ``serve/ingress.py``)."""
     import ray
 
     # Ray Tune: none of its default result loggers (deeptrain records every trial and writes tune_report.json
@@ -46,5 +49,7 @@ def ensure_ray() -> None:
     if address:
         ray.init(address=address, logging_level="WARNING")
     else:
+        for name, value in (env or {}).items():
+            os.environ.setdefault(name, value)
         # "local": start this process's own cluster, never join one another process started
         ray.init(address="local", include_dashboard=True, logging_level="WARNING", log_to_driver=False)

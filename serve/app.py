@@ -147,12 +147,21 @@ def app_builder(args: dict[str, str]):
 
 
 def start(settings: Settings, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = None,
-          **options: Any) -> str:
+          ingress: str = "proxy", **options: Any) -> str:
     """Deploy the application on the current (or an embedded) Ray cluster; returns its base URL. With
-    ``grpc_port``, Clarifai's V2 gRPC service too (Ray Serve's gRPC proxy: every interface, that port)."""
-    from deeptrain.cluster import ensure_ray
+    ``grpc_port``, Clarifai's V2 gRPC service too (Ray Serve's gRPC proxy: every interface, that port).
+    ``ingress``: Ray Serve's HTTP proxy or HAProxy (``serve/ingress.py``; HAProxy only on a Ray started for it)."""
+    import os
 
-    ensure_ray()
+    import ray
+
+    from deeptrain.cluster import ensure_ray
+    from serve import ingress as ingresses
+
+    ingresses.require_known(ingress)
+    starts_local_ray = not ray.is_initialized() and not os.environ.get("RAY_ADDRESS")
+    ensure_ray(env=ingresses.local_ray_env(ingress) if starts_local_ray else None)
+    ingresses.require(ingress)
     grpc_options = {"port": grpc_port, "grpc_servicer_functions": [GRPC_SERVICER]} if grpc_port else None
     serve.start(http_options={"host": host, "port": port}, grpc_options=grpc_options)
     serve.run(build_app(settings, **options), name=APP_NAME, route_prefix="/", blocking=False)

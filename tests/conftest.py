@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -148,10 +150,35 @@ def ray_cluster():
     """
     import ray
 
-    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
-    ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
+    _start_test_ray()
     yield ray
     ray.shutdown()
+
+
+def _start_test_ray() -> None:
+    import ray
+
+    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
+    ray.init(num_cpus=2, include_dashboard=True, logging_level="ERROR", log_to_driver=False)
+
+
+@contextlib.contextmanager
+def ray_restarted_with(env: dict[str, str]) -> Iterator[None]:
+    """The session's Ray restarted with ``env`` in its processes' environment (switches Ray's components read
+    when they start), and restarted as it was after. Nothing of the session's Ray may be in use around it."""
+    import ray
+
+    patch = pytest.MonkeyPatch()
+    ray.shutdown()
+    for name, value in env.items():
+        patch.setenv(name, value)
+    try:
+        _start_test_ray()
+        yield
+    finally:
+        ray.shutdown()
+        patch.undo()
+        _start_test_ray()
 
 
 @pytest.fixture(scope="session")

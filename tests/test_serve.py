@@ -255,18 +255,15 @@ def test_concurrent_requests_form_batches(served, fashion_small):
     assert items == 96 and items / batches > 1, (before, after)
 
 
-def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(served, fashion_small, served_threads):
-    """A Predictor with two torch threads: a lone image runs on both; images that queue run on its two lanes at
-    once (its counter says so), each one-thread forward answering as the offline prediction does."""
+def _two_thread_predictor(client, version, datas: list[bytes], images_a_forward: int):
+    """A Predictor with two torch threads outside Serve (forwards of ``images_a_forward`` 32-px images): one lone
+    image, then 32 at once, then a request of 8; the answers and its counter after the lone image and at the end."""
     import asyncio
 
     from serve.predictor import Predictor
 
-    client, version, _ = served
-    datas = [f.read_bytes() for f in sorted((fashion_small / "test").rglob("*.png"))[:8]]
     loaded = client.load_version("fashion", "clf", version["id"])
-    # one image a forward (32 x 32 pixels a batch), so that queued images make several forwards
-    env = {**client.settings.as_env(), "DEEPTRAIN_SERVE_MAX_BATCH_PIXELS": str(32 * 32)}
+    env = {**client.settings.as_env(), "DEEPTRAIN_SERVE_MAX_BATCH_PIXELS": str(images_a_forward * 32 * 32)}
     predictor = Predictor.func_or_class(env, torch_threads=2)
 
     async def get_model(artifacts: str):  # the version, loaded here (Serve's multiplexing needs a replica)
@@ -279,15 +276,38 @@ def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(s
         lone_stats = predictor.stats()
         queued = await asyncio.gather(*(predictor.predict_many(version["artifacts"], [d]) for d in datas * 4))
         many = await predictor.predict_many(version["artifacts"], datas)
-        return alone, lone_stats, [out for [out] in queued], many
+        return alone + [out for [out] in queued] + many, lone_stats
 
-    alone, lone_stats, queued, many = asyncio.run(main())
+    outs, lone_stats = asyncio.run(main())
+    return outs, lone_stats, predictor.stats()
+
+
+def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(served, fashion_small, served_threads):
+    """Forwards of two images: a lone image runs on both threads; forwards that queue run on the two lanes at
+    once (the counter says so), each one-thread forward answering as the offline prediction does."""
+    client, version, _ = served
+    datas = [f.read_bytes() for f in sorted((fashion_small / "test").rglob("*.png"))[:8]]
+    outs, lone_stats, stats = _two_thread_predictor(client, version, datas, images_a_forward=2)
     assert lone_stats["on_lanes"] == 0 and lone_stats["batches"] == 1  # a lone forward took both threads
-    stats = predictor.stats()
-    # every forward but the last queued image's (nothing queued behind it: it may take both threads) ran on a lane
-    assert stats["on_lanes"] >= 32 + 8 - 1 and stats["most_at_once"] == 2 and stats["items"] == 1 + 32 + 8, stats
+    # every forward but the last (nothing queued behind it: it may take both threads) ran on a lane
+    assert stats["on_lanes"] >= stats["batches"] - 2 and stats["most_at_once"] == 2, stats
+    assert stats["items"] == 1 + 32 + 8 and max(stats["sizes"]) == 2, stats
     offline = client.predict("fashion", "clf", datas, version_id=version["id"])
-    for out, ref in zip(alone + queued + many, offline[:1] + offline * 4 + offline):
+    for out, ref in zip(outs, offline[:1] + offline * 4 + offline):
+        scores = {c["id"]: c["value"] for c in out["concepts"]}
+        assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
+
+
+def test_forwards_of_one_image_run_on_both_threads_one_at_a_time_even_when_they_queue(served, fashion_small,
+                                                                                      served_threads):
+    """A pass of one image (its image_size² over half of serve_max_batch_pixels: past 128 px by default) is faster on all
+    threads than two passes side by side on one thread each: no lanes, whatever queues."""
+    client, version, _ = served
+    datas = [f.read_bytes() for f in sorted((fashion_small / "test").rglob("*.png"))[:8]]
+    outs, _, stats = _two_thread_predictor(client, version, datas, images_a_forward=1)
+    assert stats["on_lanes"] == 0 and stats["most_at_once"] == 1 and stats["batches"] == 1 + 32 + 8, stats
+    offline = client.predict("fashion", "clf", datas, version_id=version["id"])
+    for out, ref in zip(outs, offline[:1] + offline * 4 + offline):
         scores = {c["id"]: c["value"] for c in out["concepts"]}
         assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
 

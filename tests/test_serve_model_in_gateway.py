@@ -1,17 +1,26 @@
 """``build_app(model_in_gateway=True)`` (``deeptrain serve --model-in-gateway``): the model runs in the gateway's
 replica, one hop from the proxy. The same answers as the two-hop layout's, batches under load, and the workflow
-route's calls from a worker thread (``LocalResponse.result``)."""
+route's calls from a worker thread (``LocalResponse.result``) — behind each ingress (``serve/ingress.py``): Ray
+Serve's HTTP proxy, and HAProxy on a Ray restarted for it (HAProxy really takes the requests: its own counters)."""
 
 from __future__ import annotations
 
 import base64
+import csv
+import io
+import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
 from deeptrain.config import Settings
+from deeptrain.errors import InvalidInput
 from deeptrain.sdk import Client
+from tests.conftest import ray_restarted_with
 from tests.ray_nodes import free_port
 
 pytestmark = pytest.mark.ray
@@ -20,9 +29,7 @@ APP = "onehop"
 
 
 @pytest.fixture(scope="module")
-def one_hop(tmp_path_factory, ray_cluster, fashion_small):
-    from serve.app import start, stop
-
+def trained(tmp_path_factory, ray_cluster, fashion_small):
     client = Client(Settings.from_env(env={"DEEPTRAIN_HOME": str(tmp_path_factory.mktemp("onehop") / "home")}))
     client.create_app(APP)
     client.import_inputs(APP, fashion_small / "train", format="imagefolder", split="train")
@@ -30,9 +37,34 @@ def one_hop(tmp_path_factory, ray_cluster, fashion_small):
     client.create_model(APP, "clf", "classification", "ResNext",
                         {"image_size": 32, "num_epochs": 1, "batch_size": 20, "num_items_per_epoch": 40,
                          "lrate": 0.05})
-    version = client.train(APP, "clf", workers=1)
+    return client, client.train(APP, "clf", workers=1)
+
+
+@pytest.fixture(scope="module", params=["proxy", "haproxy"])
+def ingress(request, ray_cluster):
+    """The ingress; for HAProxy the session's Ray restarted with ``serve.ingress.haproxy_env`` (restored after),
+    HAProxy's files in a folder of its own: ``(name, that folder or None)``."""
+    if request.param == "proxy":
+        yield "proxy", None
+        return
+    from serve.ingress import haproxy_env
+
+    state = Path(tempfile.mkdtemp(prefix="dt-hap-"))  # short: HAProxy's socket paths are at most 97 characters
+    try:
+        with ray_restarted_with(haproxy_env(state)):
+            yield "haproxy", state
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def one_hop(trained, ingress):
+    from serve.app import start, stop
+
+    client, version = trained
     key = client.create_key(APP, ["predict"])["key"]
-    url = start(client.settings, "127.0.0.1", free_port(), predictor_cpus=0, model_in_gateway=True)
+    url = start(client.settings, "127.0.0.1", free_port(), predictor_cpus=0, model_in_gateway=True,
+                ingress=ingress[0])
     try:
         with httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Key {key}"}) as http:
             yield client, version, http
@@ -76,14 +108,50 @@ def test_concurrent_requests_form_batches_in_the_gateway(one_hop, fashion_small)
     assert items == 96 and items / batches > 1, (before, after)
 
 
-def test_a_workflow_calls_the_model_from_a_worker_thread(one_hop, fashion_small):
+def test_a_workflow_calls_the_model_from_a_worker_thread(one_hop, ingress, fashion_small):
     client, version, http = one_hop
-    client.create_workflow(APP, "classify", [f"classify:clf:{version['id']}"])
+    client.create_workflow(APP, f"classify-{ingress[0]}", [f"classify:clf:{version['id']}"])
     data = sorted((fashion_small / "test").rglob("*.png"))[0].read_bytes()
-    r = http.post(f"/v2/apps/{APP}/workflows/classify/results", json={**_body(data), "output_config": {}})
+    r = http.post(f"/v2/apps/{APP}/workflows/classify-{ingress[0]}/results", json={**_body(data), "output_config": {}})
     assert r.status_code == 200, r.text
     [result] = r.json()["results"]
     offline = client.predict(APP, "clf", [data], version_id=version["id"])[0]
     served = {c["id"]: c["value"] for c in result["outputs"][0]["data"]["concepts"]}
     top = max(offline["concepts"], key=lambda c: c["value"])
     assert served[top["id"]] == pytest.approx(top["value"], abs=1e-4)
+
+
+def _haproxy_requests() -> int:
+    """HTTP requests HAProxy's frontend took so far (its stats page, CSV: ``req_tot`` of ``http_frontend``)."""
+    from serve.ingress import stats_ports
+
+    page = httpx.get(f"http://127.0.0.1:{stats_ports()['stats']}/stats;csv", timeout=10)
+    page.raise_for_status()
+    rows = csv.DictReader(io.StringIO(page.text.lstrip("# ")))
+    return next(int(row["req_tot"]) for row in rows if row["pxname"] == "http_frontend" and row["svname"] == "FRONTEND")
+
+
+@pytest.mark.parametrize("ingress", ["haproxy"], indirect=True)
+def test_haproxy_takes_the_requests_and_keeps_its_files_in_its_folder(one_hop, ingress, fashion_small):
+    _, state = ingress
+    client, version, http = one_hop
+    data = sorted((fashion_small / "test").rglob("*.png"))[0].read_bytes()
+    before = _haproxy_requests()
+    for _ in range(3):
+        assert http.post(f"/v2/apps/{APP}/models/clf/outputs", json=_body(data)).status_code == 200
+    assert _haproxy_requests() >= before + 3
+    assert list(state.rglob("haproxy.cfg")), "HAProxy's config in the folder deeptrain gave it"
+    assert os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "").startswith(str(state))
+
+
+@pytest.mark.parametrize("ingress", ["proxy"], indirect=True)
+def test_an_unknown_ingress_or_haproxy_on_a_ray_not_started_for_it_is_refused(ingress, trained):
+    from serve.app import start
+
+    client, _ = trained
+    with pytest.raises(InvalidInput, match="unknown ingress 'nginx'"):
+        start(client.settings, "127.0.0.1", free_port(), ingress="nginx")
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        pytest.fail("this test runs on the session's Ray, started without HAProxy")
+    with pytest.raises(InvalidInput, match="RAY_SERVE_ENABLE_HA_PROXY=1"):
+        start(client.settings, "127.0.0.1", free_port(), ingress="haproxy")
