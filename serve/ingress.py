@@ -45,8 +45,9 @@ def _free_port() -> int:
 
 
 def haproxy_env(state_dir: Path) -> dict[str, str]:
-    """The variables a local Ray starts with for the HAProxy ingress, HAProxy's files in ``state_dir``. A replica drains 2 s when it stops (Ray's default, 30 s,
-    is for a load balancer in front of several nodes; every ``serve.delete`` would wait that long)."""
+    """The variables a local Ray starts with for the HAProxy ingress, HAProxy's files in ``state_dir``. A replica
+    drains 2 s when it stops (Ray's default, 30 s, is for a load balancer in front of several nodes; every
+    ``serve.delete`` would wait that long)."""
     state = Path(state_dir)
     # Ray puts each node's files in a folder named by its 56-character node id; HAProxy takes socket paths of at
     # most 97 characters
@@ -70,13 +71,13 @@ def local_ray_env(ingress: str) -> dict[str, str]:
 
 
 def require_known(ingress: str) -> None:
+    """Refuse an ingress deeptrain does not know."""
     if ingress not in INGRESSES:
         raise InvalidInput(f"unknown ingress {ingress!r}; one of: {', '.join(INGRESSES)}")
 
 
 def require(ingress: str) -> None:
-    """Refuse an unknown ingress, and ``haproxy`` on a Ray that was not started for it."""
-    require_known(ingress)
+    """Refuse ``haproxy`` on a Ray that was not started for it (``require_known`` checked the name before Ray)."""
     if ingress == "haproxy" and os.environ.get(HAPROXY_SWITCH) != "1":
         raise InvalidInput(
             "the HAProxy ingress is chosen when Ray starts: this Ray was started without it. Let `deeptrain serve "

@@ -282,6 +282,14 @@ def _two_thread_predictor(client, version, datas: list[bytes], images_a_forward:
     return outs, lone_stats, predictor.stats()
 
 
+def _assert_answers_as_offline(client, version, datas: list[bytes], outs: list[dict]) -> None:
+    """``outs`` of ``_two_thread_predictor`` equal the offline predictions of the images they were for."""
+    offline = client.predict("fashion", "clf", datas, version_id=version["id"])
+    for out, ref in zip(outs, offline[:1] + offline * 4 + offline, strict=True):
+        scores = {c["id"]: c["value"] for c in out["concepts"]}
+        assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
+
+
 def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(served, fashion_small, served_threads):
     """Forwards of two images: a lone image runs on both threads; forwards that queue run on the two lanes at
     once (the counter says so), each one-thread forward answering as the offline prediction does."""
@@ -292,24 +300,18 @@ def test_on_two_threads_queued_forwards_run_side_by_side_and_answer_as_offline(s
     # every forward but the last (nothing queued behind it: it may take both threads) ran on a lane
     assert stats["on_lanes"] >= stats["batches"] - 2 and stats["most_at_once"] == 2, stats
     assert stats["items"] == 1 + 32 + 8 and max(stats["sizes"]) == 2, stats
-    offline = client.predict("fashion", "clf", datas, version_id=version["id"])
-    for out, ref in zip(outs, offline[:1] + offline * 4 + offline):
-        scores = {c["id"]: c["value"] for c in out["concepts"]}
-        assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
+    _assert_answers_as_offline(client, version, datas, outs)
 
 
 def test_forwards_of_one_image_run_on_both_threads_one_at_a_time_even_when_they_queue(served, fashion_small,
                                                                                       served_threads):
-    """A pass of one image (its image_size² over half of serve_max_batch_pixels: past 128 px by default) is faster on all
-    threads than two passes side by side on one thread each: no lanes, whatever queues."""
+    """A pass of one image (its image_size² over half of serve_max_batch_pixels: past 128 px by default) is faster
+    on all threads than two passes side by side on one thread each: no lanes, whatever queues."""
     client, version, _ = served
     datas = [f.read_bytes() for f in sorted((fashion_small / "test").rglob("*.png"))[:8]]
     outs, _, stats = _two_thread_predictor(client, version, datas, images_a_forward=1)
     assert stats["on_lanes"] == 0 and stats["most_at_once"] == 1 and stats["batches"] == 1 + 32 + 8, stats
-    offline = client.predict("fashion", "clf", datas, version_id=version["id"])
-    for out, ref in zip(outs, offline[:1] + offline * 4 + offline):
-        scores = {c["id"]: c["value"] for c in out["concepts"]}
-        assert all(scores[c["id"]] == pytest.approx(c["value"], abs=1e-5) for c in ref["concepts"])
+    _assert_answers_as_offline(client, version, datas, outs)
 
 
 def test_a_request_of_128_inputs_answers_in_input_order(served, fashion_small, served_threads):
